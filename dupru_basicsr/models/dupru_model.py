@@ -1,0 +1,190 @@
+"""DUPruModel: BasicSR's SRModel trained with DUPru / UPru / IMP rounds (a thin adapter over dupru_basicsr.pruning).
+
+Set `model_type: DUPruModel` and add a `pruning:` section (see `dupru_basicsr.options.PruningConfig`). Everything
+else (datasets, losses, EMA, validation, loggers, DDP, resume) is BasicSR's.
+
+Round boundaries happen in `update_learning_rate`, which BasicSR calls first in every iteration: at the first
+iteration of round r (r >= 1) the model prunes from the current weights, rewinds, builds a fresh optimizer and LR
+schedule (the `train.scheduler` section describes one round) and re-seeds EMA from the rewound weights.
+"""
+import math
+import os.path as osp
+import torch
+from copy import deepcopy
+
+from basicsr.archs import build_network
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import get_dist_info
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from dupru_basicsr.options import PruningConfig
+from dupru_basicsr.pruning import Pruner, RoundSchedule
+from dupru_basicsr.utils.checkpoint import atomic_save
+
+
+@MODEL_REGISTRY.register()
+class DUPruModel(SRModel):
+    """SRModel with iterative magnitude pruning rounds, EPS-freezing and per-round tickets."""
+
+    def init_training_settings(self):
+        # BasicSR pops `type` out of these sections when it builds them; keep pristine copies for the per-round reset.
+        self._optim_opt = deepcopy(self.opt['train']['optim_g'])
+        self._scheduler_opt = deepcopy(self.opt['train']['scheduler'])
+        cfg = self.prune_cfg = PruningConfig.from_opt(self.opt.get('pruning'))
+        self.pruner = Pruner(self.get_bare_model(self.net_g), cfg.targets, cfg.method, cfg.eps, cfg.scope)
+        self.rounds = RoundSchedule(cfg.round_lengths, cfg.rate, cfg.rewind_iter)
+        if cfg.rewind_iter in (None, 0):
+            self.pruner.snapshot()  # W0: the initialisation (or the pretrained weights) before any training
+        self.round_best = {}  # round -> {'val', 'iter'} of the ticket metric
+        self.finetune_lr = None  # rewind: none keeps training at the last LR of the previous round
+        super().init_training_settings()
+        logger = get_root_logger()
+        logger.info(f'Pruning: method {cfg.method}, scope {cfg.scope}, rewind {cfg.rewind}, rate {cfg.rate}%, '
+                    f'{cfg.rounds} rounds of {cfg.round_lengths} iterations, eps {cfg.eps}; '
+                    f'{len(self.pruner.params)} target tensors, {self.pruner.mask.numel():,d} weights.')
+
+    def setup_optimizers(self):
+        super().setup_optimizers()
+        self.pruner.attach(self.optimizer_g)
+
+    def _reset_optimization(self):
+        """Fresh optimizer and LR schedule, as the reference code re-creates its optimizer every round."""
+        self.pruner.detach()
+        self.opt['train']['optim_g'] = deepcopy(self._optim_opt)
+        self.opt['train']['scheduler'] = deepcopy(self._scheduler_opt)
+        self.optimizers, self.schedulers = [], []
+        self.setup_optimizers()
+        self.setup_schedulers()
+
+    def _fresh_state(self, round_idx):
+        """A new random initialisation for `rewind: reinit`, identical on every DDP rank and on resume."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.opt.get('manual_seed') or 0) + 7919 * round_idx)
+            return build_network(deepcopy(self.opt['network_g'])).to(self.device).state_dict()
+
+    def _start_round(self, round_idx):
+        logger = get_root_logger()
+        rewind = 'iter' if self.prune_cfg.rewind_iter is not None else self.prune_cfg.rewind
+        last_lr = self.get_current_learning_rate()
+        while self.rounds.round < round_idx:
+            thresholds = self.pruner.prune(self.rounds.rate)
+            self.rounds.round += 1
+        fresh = self._fresh_state(round_idx) if rewind == 'reinit' else None
+        self.pruner.rewind(rewind, fresh)
+        self._reset_optimization()
+        if rewind == 'none':
+            self.finetune_lr = last_lr
+        if self.ema_decay > 0:
+            self.model_ema(0)  # EMA restarts from the rewound (masked) weights
+        stats = self.pruner.stats()
+        thr = ', '.join(f'{v:.3e}' for v in thresholds.values() if v is not None)
+        logger.info(f'Round {round_idx + 1}/{self.rounds.num_rounds} starts: pruned {self.rounds.rate:g}% of the '
+                    f'survivors, rewind {self.prune_cfg.rewind}; target weights kept {stats["kept"]:,d}/'
+                    f'{stats["target_numel"]:,d} ({100 * (1 - stats["target_sparsity"]):.2f}%), model sparsity '
+                    f'{100 * stats["model_sparsity"]:.2f}%; thresholds: {thr}')
+        if get_dist_info()[0] == 0:
+            self.pruner.mask.save(osp.join(self.opt['path']['models'], f'masks_round{round_idx + 1}.pth'))
+
+    def update_learning_rate(self, current_iter, warmup_iter=-1):
+        if self.rounds.needs_prune(current_iter):
+            self._start_round(self.rounds.round_of(current_iter))
+        if self.finetune_lr is not None and self.rounds.round > 0:
+            self._set_lr([self.finetune_lr])
+            return
+        # Each round runs the configured LR schedule (and warm-up) from its own first iteration.
+        super().update_learning_rate(self.rounds.local_iter(current_iter), warmup_iter)
+
+    def optimize_parameters(self, current_iter):
+        super().optimize_parameters(current_iter)  # the optimizer hooks keep pruned/frozen entries in place
+        if self.ema_decay > 0:
+            self.pruner.apply_mask(self.get_bare_model(self.net_g_ema))
+        bad = {k: v for k, v in self.log_dict.items() if not math.isfinite(v)}
+        if bad:
+            raise FloatingPointError(f'Non-finite loss {bad} at iteration {current_iter} (round '
+                                     f'{self.rounds.round + 1}); stopping before anything is saved. The last saved '
+                                     'checkpoint is intact: lower the learning rate or check the data, then resume '
+                                     'with --auto_resume.')
+        if self.rounds.round == 0 and self.rounds.is_snapshot_iter(current_iter):
+            self.pruner.snapshot()  # late rewinding point W_k
+        stats = self.pruner.stats()
+        self.log_dict['round'] = float(self.rounds.round + 1)
+        self.log_dict['body_sparsity'] = stats['target_sparsity']
+        self.log_dict['frozen'] = stats['frozen_fraction']
+
+    def is_round_end(self, current_iter):
+        return self.rounds.is_round_end(current_iter)
+
+    # -------------------------------------------------------------------------------------------- tickets, logs
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
+        if not self.is_train or not isinstance(current_iter, int) or self.opt['val'].get('metrics') is None:
+            return
+        dataset_name = dataloader.dataset.opt['name']
+        metric = next(iter(self.opt['val']['metrics']))
+        better = self.opt['val']['metrics'][metric].get('better', 'higher')
+        value = float(self.metric_results[metric])
+        r = self.rounds.round_of(current_iter)
+        stats = self.pruner.stats()
+        logger = get_root_logger()
+        metrics = ', '.join(f'{k} {v:.4f}' for k, v in self.metric_results.items())
+        logger.info(f'[round {r + 1}/{self.rounds.num_rounds}] iter {current_iter}: {dataset_name} {metrics}; '
+                    f'body sparsity {100 * stats["target_sparsity"]:.2f}%, model sparsity '
+                    f'{100 * stats["model_sparsity"]:.2f}%, frozen {100 * stats["frozen_fraction"]:.2f}%')
+        if tb_logger:
+            tb_logger.add_scalar(f'pruning/{dataset_name}/{metric}_vs_kept', value, int(100 * (1 - stats[
+                'target_sparsity'])))
+            tb_logger.add_scalar('pruning/body_sparsity', stats['target_sparsity'], current_iter)
+        first_val = next(k for k in self.opt['datasets'] if k.startswith('val'))
+        if dataset_name != self.opt['datasets'][first_val]['name']:
+            return  # tickets are chosen on the first validation set
+        best = self.round_best.get(r)
+        if best is None or (value >= best['val'] if better == 'higher' else value <= best['val']):
+            self.round_best[r] = {'val': value, 'iter': current_iter}
+            self._save_ticket(r, current_iter, dataset_name, metric, value)
+
+    def _save_ticket(self, r, current_iter, dataset_name, metric, value):
+        if get_dist_info()[0] != 0:
+            return
+        ticket = {'params': self._cpu_state(self.net_g)}
+        if self.ema_decay > 0:
+            ticket['params_ema'] = self._cpu_state(self.net_g_ema)
+        ticket['keep_masks'] = self.pruner.mask.state_dict()
+        ticket['ticket'] = {
+            'round': r + 1,
+            'iter': current_iter,
+            'dataset': dataset_name,
+            'metric': metric,
+            'value': value,
+            'kept_fraction': 1 - self.pruner.mask.sparsity(),
+            'method': self.prune_cfg.method,
+        }
+        atomic_save(ticket, osp.join(self.opt['path']['models'], f'net_g_round{r + 1}_best.pth'))
+
+    def _cpu_state(self, net):
+        return {k: v.detach().cpu().clone() for k, v in self.get_bare_model(net).state_dict().items()}
+
+    # -------------------------------------------------------------------------------------------- resume
+    def training_state(self, epoch, current_iter):
+        state = super().training_state(epoch, current_iter)
+        state['pruning'] = {
+            'pruner': self.pruner.state_dict(),
+            'rounds': self.rounds.state_dict(),
+            'round_best': {int(k): dict(v) for k, v in self.round_best.items()},
+            'finetune_lr': self.finetune_lr,
+        }
+        return state
+
+    def resume_training(self, resume_state):
+        if 'pruning' not in resume_state:
+            raise ValueError('The resume state has no pruning state (was it written by SRModel?); resume a '
+                             'DUPruModel run with its own training_states, or start it afresh.')
+        pruning = resume_state['pruning']
+        self.rounds.load_state_dict(pruning['rounds'])
+        self.pruner.load_state_dict(pruning['pruner'])
+        self.round_best = {int(k): v for k, v in pruning['round_best'].items()}
+        self.finetune_lr = pruning['finetune_lr']
+        super().resume_training(resume_state)
+        self.pruner.apply_mask()
+        if self.ema_decay > 0:
+            self.pruner.apply_mask(self.get_bare_model(self.net_g_ema))

@@ -1,0 +1,162 @@
+"""Pruner: masks, rewinding and per-step freezing for the target parameters of any nn.Module."""
+import torch
+from collections import OrderedDict
+
+from dupru_basicsr.pruning.freeze import FREEZE_RULES
+from dupru_basicsr.pruning.mask import Mask
+from dupru_basicsr.pruning.strategy import STRATEGIES
+from dupru_basicsr.pruning.targets import select_targets
+
+REWIND_MODES = ('init', 'iter', 'none', 'reinit')
+
+
+class Pruner:
+    """Prunes the parameters of `model` matched by `targets` and keeps them pruned/frozen while training.
+
+    - `prune(rate)`: new keep-masks from the current |W| of the survivors (layer or global scope), applied at once.
+    - `snapshot()`: records the rewind point (all parameters and buffers, e.g. W0 before training).
+    - `rewind(mode)`: init/iter -> rewind point ⊙ mask, none -> current weights ⊙ mask, reinit -> a fresh state ⊙ mask.
+    - `attach(optimizer)`: optimizer hooks; before each step the frozen set is decided from the current weights
+      (freeze rule of `method`, plus every pruned entry) and its gradients are zeroed; after the step frozen entries
+      get back their exact previous value and pruned entries are exactly 0.0, whatever the optimizer does.
+    """
+
+    def __init__(self, model, targets=('body.*.weight', ), method='dupru', eps=1e-6, scope='layer'):
+        if method not in FREEZE_RULES:
+            raise ValueError(f'Unknown pruning method "{method}"; use one of {", ".join(FREEZE_RULES)}.')
+        if scope not in STRATEGIES:
+            raise ValueError(f'Unknown pruning scope "{scope}"; use one of {", ".join(STRATEGIES)}.')
+        self.model = model
+        self.targets = list(targets)
+        self.params = select_targets(model, self.targets)
+        self.method, self.eps, self.scope = method, float(eps), scope
+        self.freeze_rule = FREEZE_RULES[method]
+        self.mask = Mask.ones_like(self.params)
+        self.rewind_state = None
+        self.last_thresholds = {}
+        self._frozen_count = 0
+        self._step_cache = None
+        self._handles = []
+
+    # ----------------------------------------------------------------------------------------------- pruning
+    def prune(self, rate):
+        """Remove `rate` % of the surviving target weights (smallest |W|). Returns the thresholds used."""
+        with torch.no_grad():
+            self.mask, self.last_thresholds = STRATEGIES[self.scope](self.params, self.mask, rate)
+            self.apply_mask()
+        return self.last_thresholds
+
+    def apply_mask(self, module=None):
+        """Zero the pruned entries of `module` (default: the pruned model; pass e.g. an EMA copy of it)."""
+        params = self.params if module is None else select_targets(module, self.targets)
+        with torch.no_grad():
+            for name, p in params.items():
+                p.masked_fill_(~self.mask[name], 0.0)
+
+    # ----------------------------------------------------------------------------------------------- rewinding
+    def snapshot(self):
+        """Record the rewind point: a copy of every parameter and buffer of the model as it is now."""
+        self.rewind_state = OrderedDict((k, v.detach().clone()) for k, v in self.model.state_dict().items())
+
+    def rewind(self, mode='init', fresh_state=None):
+        """Reset the weights at a round boundary, then re-apply the mask.
+
+        init / iter: the snapshot (W0 or W_k) ⊙ mask, for all parameters and buffers (as the reference code);
+        none: the current (trained) weights ⊙ mask; reinit: `fresh_state` (a new random init) ⊙ mask.
+        """
+        if mode in ('init', 'iter'):
+            if self.rewind_state is None:
+                raise RuntimeError('rewind("init") needs a snapshot(): none was taken.')
+            self.model.load_state_dict(self.rewind_state)
+        elif mode == 'reinit':
+            if fresh_state is None:
+                raise ValueError('rewind("reinit") needs fresh_state, the state_dict of a freshly initialised model.')
+            self.model.load_state_dict(fresh_state)
+        elif mode != 'none':
+            raise ValueError(f'Unknown rewind mode "{mode}"; use one of {", ".join(REWIND_MODES)}.')
+        self.apply_mask()
+
+    # ----------------------------------------------------------------------------------------------- freezing
+    def frozen_masks(self):
+        """{name: bool tensor} of the entries frozen for the next step (freeze rule ∪ pruned)."""
+        return OrderedDict((n, self.freeze_rule(p.detach(), self.mask[n], self.eps) | ~self.mask[n])
+                           for n, p in self.params.items())
+
+    def frozen_fraction(self):
+        """Fraction of target entries frozen at the last optimizer step (pruned ones included)."""
+        return self._frozen_count / max(self.mask.numel(), 1)
+
+    def before_step(self, *args, **kwargs):
+        frozen = self.frozen_masks()
+        saved = []
+        with torch.no_grad():
+            for name, p in self.params.items():
+                f = frozen[name]
+                if p.grad is not None:
+                    p.grad.masked_fill_(f, 0.0)
+                # Pruned entries are restored to 0 from the mask; only live frozen entries need their value kept.
+                saved.append(torch.where(f, p, torch.zeros_like(p)))
+        self._step_cache = (frozen, saved)
+
+    def after_step(self, *args, **kwargs):
+        frozen, saved = self._step_cache
+        self._step_cache = None
+        count = 0
+        with torch.no_grad():
+            for (name, p), old in zip(self.params.items(), saved):
+                f = frozen[name]
+                p.copy_(torch.where(f, old, p))
+                p.masked_fill_(~self.mask[name], 0.0)  # pruned means exactly 0.0, even if it was not before
+                count += f.sum()
+        self._frozen_count = int(count)
+
+    def attach(self, optimizer):
+        """Hook `optimizer` so that every step respects the masks and the freeze rule. Returns the hook handles."""
+        handles = [optimizer.register_step_pre_hook(self.before_step),
+                   optimizer.register_step_post_hook(self.after_step)]
+        self._handles.extend(handles)
+        return handles
+
+    def detach(self):
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    # ----------------------------------------------------------------------------------------------- state
+    def stats(self):
+        """Sparsity numbers for logs: targets, whole model, per layer, frozen fraction."""
+        total = sum(p.numel() for p in self.model.parameters())
+        pruned = self.mask.numel() - self.mask.num_kept()
+        return {
+            'target_sparsity': self.mask.sparsity(),
+            'model_sparsity': pruned / max(total, 1),
+            'kept': self.mask.num_kept(),
+            'target_numel': self.mask.numel(),
+            'frozen_fraction': self.frozen_fraction(),
+            'layer_sparsity': self.mask.layer_sparsity(),
+        }
+
+    def state_dict(self):
+        return {
+            'targets': list(self.targets),
+            'method': self.method,
+            'eps': self.eps,
+            'scope': self.scope,
+            'keep_masks': self.mask.state_dict(),
+            'rewind_state': None if self.rewind_state is None else OrderedDict(
+                (k, v.detach().cpu().clone()) for k, v in self.rewind_state.items()),
+            'thresholds': dict(self.last_thresholds),
+        }
+
+    def load_state_dict(self, state):
+        for key in ('method', 'scope'):
+            if state[key] != getattr(self, key):
+                raise ValueError(f'Pruning state was saved with {key}={state[key]!r} but this run uses '
+                                 f'{getattr(self, key)!r}; resume with the same pruning options.')
+        if list(state['keep_masks']) != list(self.params):
+            raise ValueError('Pruning state was saved for other target parameters; resume with the same targets.')
+        self.mask.load_state_dict(state['keep_masks'])
+        device = next(iter(self.params.values())).device
+        self.rewind_state = None if state['rewind_state'] is None else OrderedDict(
+            (k, v.to(device)) for k, v in state['rewind_state'].items())
+        self.last_thresholds = dict(state.get('thresholds') or {})

@@ -1,0 +1,28 @@
+"""Which parameters are pruned: chosen by name patterns (fnmatch, `*` also matches dots)."""
+import fnmatch
+from collections import OrderedDict
+
+
+def select_targets(module, patterns):
+    """Ordered {name: parameter} of `module`'s parameters whose names match any of `patterns`.
+
+    Raises ValueError naming the pattern when one matches nothing (a typo would otherwise silently prune nothing),
+    or when a match is not a floating-point tensor.
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    named = OrderedDict(module.named_parameters())
+    selected = OrderedDict()
+    for pattern in patterns:
+        hits = [name for name in named if fnmatch.fnmatchcase(name, pattern)]
+        if not hits:
+            examples = ', '.join(list(named)[:6])
+            raise ValueError(f'Pruning target pattern "{pattern}" matches no parameter of '
+                             f'{type(module).__name__} (parameters are named like: {examples}, ...).')
+        for name in hits:
+            if not named[name].is_floating_point():
+                raise ValueError(f'Pruning target "{name}" (pattern "{pattern}") is a {named[name].dtype} tensor; '
+                                 'only floating-point weights can be pruned.')
+            selected[name] = named[name]
+    # keep the module's parameter order whatever the order of the patterns
+    return OrderedDict((name, p) for name, p in named.items() if name in selected)
