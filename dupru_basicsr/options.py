@@ -157,7 +157,13 @@ def check_pruning_options(opt):
                           f'and the longest round has {max(cfg.round_lengths)} iterations; make the periods sum to '
                           'the iterations of one round.')
     if opt.get('network_g'):
-        from basicsr.archs import build_network
-        net = build_network(dict(opt['network_g']))
-        select_targets(net, cfg.targets)  # raises when a pattern matches nothing
+        # Not basicsr's build_network: it logs, and BasicSR's root logger must not be touched before the log file
+        # handler is set up (it would never get one).
+        from basicsr.utils.registry import ARCH_REGISTRY
+        net_opt = dict(opt['network_g'])
+        net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
+        try:
+            select_targets(net, cfg.targets)
+        except ValueError as e:
+            raise OptionError(f'pruning.targets: {e}') from None
     return cfg

@@ -13,12 +13,14 @@ def test_pipeline(root_path):
     import basicsr.utils.options
 
     from dupru_basicsr.options import check_options
+    from dupru_basicsr.utils.log import reset_basicsr_logger
 
     parse = basicsr.utils.options.parse_options
 
     def parse_and_check(root, is_train=True):
         opt, args = parse(root, is_train=is_train)
         check_options(opt)
+        reset_basicsr_logger()  # so that BasicSR's test pipeline writes this run's log file
         return opt, args
 
     basicsr.test.parse_options = parse_and_check

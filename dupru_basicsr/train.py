@@ -20,6 +20,7 @@ import time
 import dupru_basicsr  # noqa: F401  (applies the compatibility shims and registers DUPruModel)
 from dupru_basicsr.compat import patch_basicsr
 from dupru_basicsr.options import check_options
+from dupru_basicsr.utils.log import reset_basicsr_logger
 
 
 def _epoch_seed(opt, epoch):
@@ -53,6 +54,7 @@ def train_pipeline(root_path):
         copy_opt_file(args.opt, opt['path']['experiments_root'])
 
     log_file = osp.join(opt['path']['log'], f"train_{opt['name']}_{get_time_str()}.log")
+    reset_basicsr_logger()
     logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
     logger.info(get_env_info())
     logger.info(dict2str(opt))

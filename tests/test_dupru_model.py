@@ -1,0 +1,173 @@
+"""BasicSR integration: DUPruModel rounds, masks in checkpoints, freeze rules in training, stock loading, resume."""
+import glob
+import os.path as osp
+import pytest
+import torch
+import yaml
+
+from conftest import tiny_options
+from dupru_basicsr.pruning import num_to_remove
+
+ROUNDS, E, RATE = 3, 4, 30
+PER_LAYER = 16 * 16 * 9  # tiny MSRResNet body conv
+
+
+def _pruned_opt(name, method, **kw):
+    pruning = {'method': method, 'rounds': ROUNDS, 'iters_per_round': E, 'rate': RATE}
+    pruning.update(kw.pop('pruning', {}))
+    return tiny_options(name, 'DUPruModel', pruning=pruning, total_iter=ROUNDS * E, val_freq=E, save_freq=2,
+                        ema_decay=kw.pop('ema_decay', 0.9), **kw)
+
+
+def _load(path):
+    return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def _body(state):
+    return {k: v for k, v in state.items() if k.startswith('body.') and k.endswith('.weight')}
+
+
+@pytest.mark.parametrize('method', ['dupru', 'upru', 'imp'])
+def test_three_rounds_exact_survivors_and_zeros_in_every_checkpoint(run_train, method):
+    model, exp = run_train(_pruned_opt(f'rounds_{method}', method))
+    models = osp.join(exp, 'models')
+    alive = PER_LAYER
+    for r in range(2, ROUNDS + 1):
+        alive -= num_to_remove(alive, RATE)
+        masks = _load(osp.join(models, f'masks_round{r}.pth'))['keep_masks']
+        assert len(masks) == 4 and all(int(m.sum()) == alive for m in masks.values()), r
+    assert alive == 1129  # 2304 -> 1613 -> 1129
+    final_masks = _load(osp.join(models, f'masks_round{ROUNDS}.pth'))['keep_masks']
+    checkpoints = glob.glob(osp.join(models, 'net_g_*.pth'))
+    assert len(checkpoints) >= 6
+    for path in checkpoints:
+        ckpt = _load(path)
+        it = osp.basename(path)[len('net_g_'):-len('.pth')]
+        if it.isdigit() and int(it) <= E:
+            continue  # round 1 is dense
+        if it.startswith('round'):
+            r = int(it[len('round'):-len('_best')])
+            if r == 1:
+                continue
+            masks = ckpt['keep_masks']
+            saved = _load(osp.join(models, f'masks_round{r}.pth'))['keep_masks']
+            assert all(torch.equal(masks[n], saved[n]) for n in saved)
+        else:
+            r = (int(it) - 1) // E + 1 if it.isdigit() else ROUNDS
+            masks = _load(osp.join(models, f'masks_round{r}.pth'))['keep_masks']
+        for key in ('params', 'params_ema'):
+            for name, w in _body(ckpt[key]).items():
+                assert torch.equal(w[~masks[name]], torch.zeros_like(w[~masks[name]])), (path, key, name)
+    # the last ticket carries the final masks and the kept fraction
+    ticket = _load(osp.join(models, f'net_g_round{ROUNDS}_best.pth'))
+    assert all(torch.equal(ticket['keep_masks'][n], final_masks[n]) for n in final_masks)
+    assert ticket['ticket']['kept_fraction'] == pytest.approx(1129 / 2304)
+    assert ticket['ticket']['round'] == ROUNDS and ticket['ticket']['method'] == method
+    # the training state holds the pruning state
+    state = _load(osp.join(exp, 'training_states', f'{ROUNDS * E}.state'))
+    assert state['pruning']['rounds']['round'] == ROUNDS - 1
+    assert model.pruner.mask.num_kept() == 4 * 1129
+
+
+def test_upru_freezes_negative_weights_dupru_updates_them(run_train):
+    """Round 2 starts from W0 ⊙ m (rewind init): UPru must end the round with every negative weight unchanged."""
+    changed = {}
+    for method in ('upru', 'dupru'):
+        _, exp = run_train(_pruned_opt(f'neg_{method}', method, ema_decay=0))
+        models = osp.join(exp, 'models')
+        start = _load(osp.join(models, 'net_g_round2_best.pth'))  # saved at the end of round 2 (its only val)
+        masks = _load(osp.join(models, 'masks_round2.pth'))['keep_masks']
+        import dupru_basicsr.models.dupru_model  # noqa: F401
+        # W0 of the run: the rewind state saved in the training state
+        w0 = _load(osp.join(exp, 'training_states', f'{ROUNDS * E}.state'))['pruning']['pruner']['rewind_state']
+        n_changed = n_neg = 0
+        for name, w in _body(start['params']).items():
+            round_start = w0[name] * masks[name]
+            neg = round_start < 0
+            n_neg += int(neg.sum())
+            n_changed += int((w[neg] != round_start[neg]).sum())
+        changed[method] = (n_changed, n_neg)
+    assert changed['upru'][0] == 0 and changed['upru'][1] > 1000
+    assert changed['dupru'][0] > 0.9 * changed['dupru'][1]
+
+
+def test_checkpoints_load_into_stock_msrresnet_and_basicsr_test_reproduces_psnr(run_train, tmp_path):
+    from basicsr.archs.srresnet_arch import MSRResNet
+
+    from dupru_basicsr.test import main as test_main
+    opt = _pruned_opt('stock_load', 'dupru', ema_decay=0)
+    _, exp = run_train(opt)
+    ticket_path = osp.join(exp, 'models', f'net_g_round{ROUNDS}_best.pth')
+    ticket = _load(ticket_path)
+    net = MSRResNet(num_in_ch=3, num_out_ch=3, num_feat=16, num_block=2, upscale=4)
+    net.load_state_dict(ticket['params'], strict=True)
+    test_opt = {
+        'name': 'stock_load_test', 'model_type': 'SRModel', 'scale': 4, 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': {'test_1': dict(opt['datasets']['val'])},
+        'network_g': opt['network_g'],
+        'path': {'pretrain_network_g': ticket_path, 'param_key_g': 'params', 'strict_load_g': True},
+        'val': {'save_img': False, 'suffix': None, 'metrics': opt['val']['metrics']},
+    }
+    test_yml = tmp_path / 'test.yml'
+    test_yml.write_text(yaml.safe_dump(test_opt))
+    test_main(['-opt', str(test_yml)])
+    log = open(glob.glob(str(tmp_path / 'results' / 'stock_load_test' / 'test_*.log'))[0]).read()
+    psnr = float(log.split('# psnr: ')[1].split()[0])
+    assert psnr == pytest.approx(ticket['ticket']['value'], abs=1e-4)
+
+
+def _final_weights(exp):
+    ckpt = _load(osp.join(exp, 'models', 'net_g_latest.pth'))
+    return ckpt['params'], ckpt['params_ema']
+
+
+@pytest.mark.parametrize('stop_after', [5, 7], ids=['killed_after_round_boundary', 'killed_mid_round'])
+def test_interrupted_and_resumed_equals_uninterrupted(run_train, monkeypatch, stop_after):
+    from dupru_basicsr.models.dupru_model import DUPruModel
+    _, exp_full = run_train(_pruned_opt('resume_full', 'dupru', pruning={'rewind': 'iter_1'}))
+    full = _final_weights(exp_full)
+
+    opt = _pruned_opt('resume_cut', 'dupru', pruning={'rewind': 'iter_1'})
+    original = DUPruModel.optimize_parameters
+
+    def crash(self, current_iter):
+        if current_iter == stop_after + 1:
+            raise KeyboardInterrupt('simulated kill')
+        original(self, current_iter)
+
+    monkeypatch.setattr(DUPruModel, 'optimize_parameters', crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(opt)
+    monkeypatch.setattr(DUPruModel, 'optimize_parameters', original)
+    _, exp_cut = run_train(opt, '--auto_resume')
+    log = open(sorted(glob.glob(osp.join(exp_cut, 'train_*.log')))[-1]).read()
+    assert f'Resuming training from epoch: 0, iter: {stop_after - 1}' in log
+    resumed = _final_weights(exp_cut)
+    for a, b in zip(full, resumed):
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
+
+
+def test_total_iter_must_match_schedule(run_train):
+    from dupru_basicsr.options import OptionError
+    opt = _pruned_opt('bad_total', 'dupru')
+    opt['train']['total_iter'] = 13
+    with pytest.raises(OptionError, match=r'train.total_iter is 13 but rounds \(3\) x iters_per_round \(4\) = 12'):
+        run_train(opt)
+    assert not osp.exists('experiments/bad_total')
+
+
+def test_rewind_none_keeps_trained_weights_and_lr(run_train):
+    opt = _pruned_opt('rewind_none', 'imp', pruning={'rewind': 'none'}, ema_decay=0)
+    opt['train']['scheduler'] = {'type': 'CosineAnnealingRestartLR', 'periods': [E], 'restart_weights': [1],
+                                 'eta_min': 1e-5}
+    model, exp = run_train(opt)
+    # round 2 starts from round 1's final weights ⊙ mask, not from W0
+    end_round1 = _load(osp.join(exp, 'models', f'net_g_{E}.pth'))['params']
+    masks = _load(osp.join(exp, 'models', 'masks_round2.pth'))['keep_masks']
+    w0 = model.pruner.rewind_state
+    name = 'body.0.conv1.weight'
+    assert not torch.equal(end_round1[name], w0[name])
+    assert model.finetune_lr is not None and model.finetune_lr[0] < 1e-3
+    assert all(abs(lr - model.finetune_lr[0]) < 1e-12 for lr in model.get_current_learning_rate())
+    del masks
