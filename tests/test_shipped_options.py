@@ -1,0 +1,57 @@
+"""Every option file shipped in options/ is valid: pruning sections parse, iterations add up, targets exist."""
+import glob
+import os.path as osp
+import pytest
+import yaml
+
+from conftest import REPO
+from dupru_basicsr.options import PruningConfig, check_pruning_options
+
+TRAIN = sorted(glob.glob(osp.join(REPO, 'options', 'train', '**', '*.yml'), recursive=True))
+TEST = sorted(glob.glob(osp.join(REPO, 'options', 'test', '**', '*.yml'), recursive=True))
+
+
+def test_option_set_is_complete():
+    names = {osp.relpath(p, osp.join(REPO, 'options')) for p in TRAIN + TEST}
+    for required in ('train/train_MSRResNet_x4.yml', 'train/train_MSRResNet_x4_UPru.yml',
+                     'train/train_MSRResNet_x4_DUPru.yml', 'train/paper/train_MSRResNet_x4_paper_stock.yml',
+                     'train/paper/train_MSRResNet_x4_paper_UPru.yml', 'train/paper/train_MSRResNet_x4_paper_DUPru.yml',
+                     'test/test_MSRResNet_x4_Set5.yml', 'test/test_MSRResNet_x4_Set14.yml',
+                     'test/test_MSRResNet_x4_BSD100.yml', 'train/tiny/train_MSRResNet_x4_tiny_stock.yml',
+                     'train/tiny/train_MSRResNet_x4_tiny_UPru.yml', 'train/tiny/train_MSRResNet_x4_tiny_DUPru.yml',
+                     'test/tiny/test_MSRResNet_x4_tiny.yml'):
+        assert required in names
+
+
+@pytest.mark.parametrize('path', TRAIN, ids=lambda p: osp.relpath(p, REPO))
+def test_train_options_are_consistent(path):
+    with open(path) as f:
+        opt = yaml.safe_load(f)
+    assert opt['network_g']['upscale'] == opt['scale'] == 4
+    if opt['model_type'] == 'DUPruModel':
+        cfg = check_pruning_options(opt)
+        assert isinstance(cfg, PruningConfig) and cfg.method in ('dupru', 'upru')
+        assert 'UPru' in path if cfg.method == 'upru' else 'DUPru' in path
+    else:
+        assert opt['model_type'] == 'SRModel' and 'pruning' not in opt
+
+
+def test_paper_options_follow_the_paper():
+    for path in glob.glob(osp.join(REPO, 'options', 'train', 'paper', '*.yml')):
+        with open(path) as f:
+            opt = yaml.safe_load(f)
+        assert opt['datasets']['train']['gt_size'] == 96
+        assert opt['train']['optim_g'] == {'type': 'Adam', 'lr': 1e-4, 'weight_decay': 0, 'betas': [0.9, 0.999],
+                                           'eps': 1e-9}
+        assert opt['train']['pixel_opt']['type'] == 'MSELoss'
+        assert opt['train']['total_iter'] == 25 * 40000
+
+
+@pytest.mark.parametrize('path', TEST, ids=lambda p: osp.relpath(p, REPO))
+def test_test_options_report_rgb_and_y(path):
+    with open(path) as f:
+        opt = yaml.safe_load(f)
+    metrics = opt['val']['metrics']
+    assert {(m['type'], m['test_y_channel'], m['crop_border']) for m in metrics.values()} == {
+        ('calculate_psnr', False, 4), ('calculate_ssim', False, 4), ('calculate_psnr', True, 4),
+        ('calculate_ssim', True, 4)}
