@@ -271,3 +271,40 @@ def test_round_schedule_boundaries_and_state():
         RoundSchedule([3, 3, 3], rate=10).load_state_dict(rs.state_dict())
     with pytest.raises(ValueError, match='not inside the first round'):
         RoundSchedule([3, 2], rate=10, rewind_iter=3)
+
+
+def test_gradual_schedule_is_cubic_and_prune_to_sparsity_is_exact():
+    from dupru_basicsr.pruning import GradualSchedule
+    gs = GradualSchedule(start_iter=10, end_iter=50, final_sparsity=0.9, frequency=10)
+    assert [i for i in range(1, 61) if gs.is_prune_iter(i)] == [10, 20, 30, 40, 50]
+    assert gs.sparsity_at(5) == 0.0 and gs.sparsity_at(10) == 0.0
+    assert gs.sparsity_at(30) == pytest.approx(0.9 * (1 - 0.5**3))
+    assert gs.sparsity_at(50) == pytest.approx(0.9) and gs.sparsity_at(70) == pytest.approx(0.9)
+    net = _net(seed=8)
+    pruner = Pruner(net, ['body.*.weight'], 'imp')
+    numel = 8 * 8 * 9
+    for it in (20, 30, 40, 50):
+        pruner.prune(sparsity=gs.sparsity_at(it))
+        expected_pruned = int(numel * gs.sparsity_at(it) + 0.5)
+        for n in pruner.params:
+            assert numel - int(pruner.mask[n].sum()) == expected_pruned
+    assert expected_pruned == 518  # 576 * 0.9 = 518.4
+    kept_before = pruner.mask.num_kept()
+    pruner.prune(sparsity=0.5)  # masks never loosen
+    assert pruner.mask.num_kept() == kept_before
+    with pytest.raises(ValueError, match='exactly one'):
+        pruner.prune()
+
+
+def test_rewind_lr_keeps_trained_weights_times_mask():
+    net = _net(seed=9)
+    pruner = Pruner(net, ['body.*.weight'])
+    pruner.snapshot()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.5)
+    trained = {k: v.clone() for k, v in net.state_dict().items()}
+    pruner.prune(20)
+    pruner.rewind('lr')
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, trained[k] * pruner.mask[k] if k in pruner.params else trained[k])

@@ -7,7 +7,7 @@ from dupru_basicsr.pruning.mask import Mask
 from dupru_basicsr.pruning.strategy import STRATEGIES
 from dupru_basicsr.pruning.targets import select_targets
 
-REWIND_MODES = ('init', 'iter', 'none', 'reinit')
+REWIND_MODES = ('init', 'iter', 'none', 'lr', 'reinit')
 
 
 class Pruner:
@@ -39,10 +39,11 @@ class Pruner:
         self._handles = []
 
     # ----------------------------------------------------------------------------------------------- pruning
-    def prune(self, rate):
-        """Remove `rate` % of the surviving target weights (smallest |W|). Returns the thresholds used."""
+    def prune(self, rate=None, sparsity=None):
+        """Remove `rate` % of the surviving target weights (smallest |W|), or as many as bring the pruned fraction
+        (per tensor, or over all targets with global scope) to `sparsity`. Returns the thresholds used."""
         with torch.no_grad():
-            self.mask, self.last_thresholds = STRATEGIES[self.scope](self.params, self.mask, rate)
+            self.mask, self.last_thresholds = STRATEGIES[self.scope](self.params, self.mask, rate, sparsity)
             self.apply_mask()
         return self.last_thresholds
 
@@ -62,7 +63,8 @@ class Pruner:
         """Reset the weights at a round boundary, then re-apply the mask.
 
         init / iter: the snapshot (W0 or W_k) ⊙ mask, for all parameters and buffers (as the reference code);
-        none: the current (trained) weights ⊙ mask; reinit: `fresh_state` (a new random init) ⊙ mask.
+        none / lr: the current (trained) weights ⊙ mask (fine-tuning and learning-rate rewinding differ only in the
+        LR schedule, which is the trainer's business); reinit: `fresh_state` (a new random init) ⊙ mask.
         """
         if mode in ('init', 'iter'):
             if self.rewind_state is None:
@@ -72,7 +74,7 @@ class Pruner:
             if fresh_state is None:
                 raise ValueError('rewind("reinit") needs fresh_state, the state_dict of a freshly initialised model.')
             self.model.load_state_dict(fresh_state)
-        elif mode != 'none':
+        elif mode not in ('none', 'lr'):
             raise ValueError(f'Unknown rewind mode "{mode}"; use one of {", ".join(REWIND_MODES)}.')
         self.apply_mask()
 

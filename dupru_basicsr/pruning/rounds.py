@@ -65,3 +65,33 @@ class RoundSchedule:
             raise ValueError(f'Saved pruning schedule (rounds {state["lengths"]}, rate {state["rate"]}) differs from '
                              f'this run (rounds {self.lengths}, rate {self.rate}); resume with the same options.')
         self.round = int(state['round'])
+
+
+class GradualSchedule:
+    """Gradual magnitude pruning within one run (Zhu & Gupta 2017): the target sparsity follows a cubic ramp
+
+        s(t) = s_f * (1 - (1 - (t - t0) / (t1 - t0))^3)   for t0 <= t <= t1,
+
+    applied every `frequency` iterations from `start_iter` (t0) to `end_iter` (t1); masks only tighten, nothing
+    rewinds. Iterations are 1-based; pruning happens before the step of iteration t.
+    """
+
+    def __init__(self, start_iter, end_iter, final_sparsity, frequency):
+        if not 0 <= start_iter < end_iter:
+            raise ValueError(f'Gradual pruning needs 0 <= start_iter < end_iter, got {start_iter}, {end_iter}.')
+        if not 0 < final_sparsity < 1:
+            raise ValueError(f'final_sparsity must be in (0, 1), got {final_sparsity}.')
+        if frequency < 1:
+            raise ValueError(f'frequency must be >= 1, got {frequency}.')
+        self.start_iter, self.end_iter = int(start_iter), int(end_iter)
+        self.final_sparsity, self.frequency = float(final_sparsity), int(frequency)
+
+    def is_prune_iter(self, it):
+        offset = it - self.start_iter
+        return offset >= 0 and it <= self.end_iter and (offset % self.frequency == 0 or it == self.end_iter)
+
+    def sparsity_at(self, it):
+        if it < self.start_iter:
+            return 0.0
+        progress = min(1.0, (it - self.start_iter) / (self.end_iter - self.start_iter))
+        return self.final_sparsity * (1.0 - (1.0 - progress)**3)
