@@ -50,6 +50,7 @@ from basicsr.archs.srresnet_arch import MSRResNet
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import img2tensor, tensor2img
 from basicsr.utils.matlab_functions import imresize
+from dupru_basicsr.export import compress_state_dict
 
 METRICS = ('psnr_rgb', 'ssim_rgb', 'psnr_y', 'ssim_y')
 MEAN_ROW = '(mean)'
@@ -147,47 +148,6 @@ class CompareResults:
 
 
 # ------------------------------------------------------------------------------------------------ compressed size
-def compress_state_dict(state_dict):
-    """Sparse storage of a state dict: per floating tensor a bit-packed non-zero mask plus the non-zero values.
-
-    Why: unstructured pruning does not shrink the dense fp32 checkpoint (zeros cost 4 bytes like any weight), so the
-    paper's Table 5 shows equal model sizes. Stored this way a tensor costs numel/8 bytes of mask plus 4 bytes per
-    surviving weight, which is the practical gain of sparsity. Non-floating tensors are kept as they are.
-    """
-    packed = {}
-    for name, tensor in state_dict.items():
-        tensor = tensor.detach().cpu()
-        if not tensor.is_floating_point():
-            packed[name] = {'dense': tensor.clone()}
-            continue
-        flat = tensor.reshape(-1)
-        nonzero = flat != 0
-        bits = np.packbits(nonzero.numpy().astype(np.uint8))
-        packed[name] = {
-            'shape': tuple(tensor.shape),
-            'dtype': str(tensor.dtype).replace('torch.', ''),
-            'mask': torch.from_numpy(bits),
-            'values': flat[nonzero].to(torch.float32).clone(),
-        }
-    return packed
-
-
-def decompress_state_dict(packed):
-    """Inverse of `compress_state_dict` (exact for fp32 tensors)."""
-    state_dict = {}
-    for name, item in packed.items():
-        if 'dense' in item:
-            state_dict[name] = item['dense']
-            continue
-        shape = tuple(item['shape'])
-        numel = math.prod(shape)
-        nonzero = np.unpackbits(item['mask'].numpy(), count=numel).astype(bool)
-        flat = torch.zeros(numel, dtype=torch.float32)
-        flat[torch.from_numpy(nonzero)] = item['values']
-        state_dict[name] = flat.reshape(shape).to(getattr(torch, item['dtype']))
-    return state_dict
-
-
 def saved_size_bytes(obj):
     """Bytes of `torch.save(obj)` (what the file on disk would take)."""
     buffer = io.BytesIO()
@@ -196,7 +156,8 @@ def saved_size_bytes(obj):
 
 
 def compressed_size_bytes(state_dict):
-    """Bytes of a torch.save'd `compress_state_dict(state_dict)`: the sparse checkpoint size of Table 5."""
+    """Bytes of a torch.save'd `compress_state_dict(state_dict)` (dupru-export's format): the sparse checkpoint
+    size of Table 5."""
     return saved_size_bytes(compress_state_dict(state_dict))
 
 

@@ -243,12 +243,13 @@ def test_compressed_size_helper_round_trip():
     dense = cmp.saved_size_bytes(state)
     compressed = cmp.compressed_size_bytes(state)
     assert compressed < 0.3 * dense
-    restored = cmp.decompress_state_dict(cmp.compress_state_dict(state))
+    from dupru_basicsr.export import compress_state_dict, decompress_state_dict
+    restored = decompress_state_dict(compress_state_dict(state))
     assert list(restored) == list(state)
     for name, tensor in state.items():
         assert restored[name].dtype == tensor.dtype and torch.equal(restored[name], tensor), name
     dense_state = {'w': torch.randn(10, 10)}  # no zeros: still exact
-    assert torch.equal(cmp.decompress_state_dict(cmp.compress_state_dict(dense_state))['w'], dense_state['w'])
+    assert torch.equal(decompress_state_dict(compress_state_dict(dense_state))['w'], dense_state['w'])
 
 
 def test_infer_arch_from_state_dict_all_scales():

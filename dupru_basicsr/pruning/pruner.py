@@ -22,15 +22,16 @@ class Pruner:
     """
 
     def __init__(self, model, targets=('body.*.weight', ), method='dupru', eps=1e-6, scope='layer'):
-        if method not in FREEZE_RULES:
-            raise ValueError(f'Unknown pruning method "{method}"; use one of {", ".join(FREEZE_RULES)}.')
-        if scope not in STRATEGIES:
-            raise ValueError(f'Unknown pruning scope "{scope}"; use one of {", ".join(STRATEGIES)}.')
+        # method / scope: a built-in name, or a callable (a custom freeze rule `(weight, keep_mask, eps) -> bool
+        # tensor`, or a threshold strategy `(weights, mask, rate=None, sparsity=None) -> (Mask, thresholds)`)
+        self.freeze_rule = self._resolve(method, FREEZE_RULES, 'method')
+        self.strategy = self._resolve(scope, STRATEGIES, 'scope')
         self.model = model
         self.targets = list(targets)
         self.params = select_targets(model, self.targets)
-        self.method, self.eps, self.scope = method, float(eps), scope
-        self.freeze_rule = FREEZE_RULES[method]
+        self.method = method if isinstance(method, str) else method.__name__
+        self.scope = scope if isinstance(scope, str) else scope.__name__
+        self.eps = float(eps)
         self.mask = Mask.ones_like(self.params)
         self.rewind_state = None
         self.last_thresholds = {}
@@ -38,12 +39,20 @@ class Pruner:
         self._step_cache = None
         self._handles = []
 
+    @staticmethod
+    def _resolve(rule, builtins, what):
+        if callable(rule):
+            return rule
+        if rule not in builtins:
+            raise ValueError(f'Unknown pruning {what} "{rule}"; use one of {", ".join(builtins)} or pass a callable.')
+        return builtins[rule]
+
     # ----------------------------------------------------------------------------------------------- pruning
     def prune(self, rate=None, sparsity=None):
         """Remove `rate` % of the surviving target weights (smallest |W|), or as many as bring the pruned fraction
         (per tensor, or over all targets with global scope) to `sparsity`. Returns the thresholds used."""
         with torch.no_grad():
-            self.mask, self.last_thresholds = STRATEGIES[self.scope](self.params, self.mask, rate, sparsity)
+            self.mask, self.last_thresholds = self.strategy(self.params, self.mask, rate, sparsity)
             self.apply_mask()
         return self.last_thresholds
 
