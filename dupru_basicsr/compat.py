@@ -13,7 +13,8 @@ acts when the problem it fixes is present, so on an old stack (torchvision < 0.1
 3. `--launcher pytorch` calls `torch.cuda.set_device` and BaseModel wraps DDP with a CUDA device id; without CUDA
    we use the gloo backend and a CPU DistributedDataParallel instead.
 4. BaseModel writes checkpoints and training states with a plain `torch.save` (a kill mid-write leaves a truncated
-   file that `--auto_resume` then picks): we write them atomically (temp file, fsync, rename) instead.
+   file that `--auto_resume` then picks): we write them atomically (temp file, fsync, rename) instead, and load
+   networks with `weights_only=True`.
 """
 import collections
 import importlib
@@ -21,6 +22,13 @@ import sys
 import torch
 
 _APPLIED = False
+_CPU_RUN = False  # set by the training entry point when the option file asks for num_gpu: 0
+
+
+def set_cpu_run(cpu_run):
+    """Tell `--launcher pytorch` initialisation that this run keeps its tensors on the CPU (gloo even with CUDA)."""
+    global _CPU_RUN
+    _CPU_RUN = bool(cpu_run)
 
 
 def shim_functional_tensor():
@@ -56,23 +64,59 @@ def resume_map_location(num_gpu):
 
 
 def load_training_state(path, num_gpu=0):
-    """Load a BasicSR training state (`*.state`) safely and onto the right device."""
-    return torch.load(path, map_location=resume_map_location(num_gpu), weights_only=True)
+    """Load a BasicSR training state (`*.state`) safely (CRC check, `weights_only=True`) onto the right device."""
+    from dupru_basicsr.utils.checkpoint import load_checkpoint
+    return load_checkpoint(path, resume_map_location(num_gpu))
+
+
+def _dist_world():
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def load_resume_state(opt):
-    """CPU-safe replacement of `basicsr.train.load_resume_state` (same behaviour otherwise)."""
+    """CPU-safe replacement of `basicsr.train.load_resume_state`.
+
+    `--auto_resume` takes the newest *usable* training state (see `utils.checkpoint.find_resume_state`); in a
+    distributed run rank 0 chooses it and broadcasts its path, so that every rank resumes from the same iteration.
+    An explicit `path.resume_state` that cannot be read (or whose net_g_<iter>.pth cannot) fails with a message
+    naming the file.
+    """
     from basicsr.utils import check_resume
 
-    from dupru_basicsr.utils.checkpoint import find_resume_state
-    resume_state_path = None
+    from dupru_basicsr.utils.checkpoint import ResumeError, check_resume_pair, find_resume_state
+    num_gpu = opt.get('num_gpu', 0)
+    resume_state = None
     if opt['auto_resume']:
-        resume_state_path, resume_state = find_resume_state(opt)
-        if resume_state_path is not None:
-            opt['path']['resume_state'] = resume_state_path
-    else:
-        resume_state_path = opt['path'].get('resume_state')
-        resume_state = load_training_state(resume_state_path, opt.get('num_gpu', 0)) if resume_state_path else None
+        rank, world_size = _dist_world()
+        path, error = None, None
+        if rank == 0:
+            try:
+                path, resume_state = find_resume_state(opt)
+            except ResumeError as e:
+                error = str(e)
+        if world_size > 1:
+            import torch.distributed as dist
+            shared = [path, error]
+            dist.broadcast_object_list(shared, src=0)
+            path, error = shared
+            if rank != 0 and path is not None:
+                resume_state = load_training_state(path, num_gpu)
+        if error is not None:
+            raise ResumeError(error)
+        if path is not None:
+            opt['path']['resume_state'] = path
+    elif opt['path'].get('resume_state'):
+        path = opt['path']['resume_state']
+        try:
+            resume_state = load_training_state(path, num_gpu)
+            if opt['path'].get('models'):
+                check_resume_pair(path, resume_state, opt['path']['models'])
+        except Exception as e:  # noqa: BLE001 - name the file whatever went wrong
+            raise ResumeError(f'path.resume_state: {path} cannot be used ({type(e).__name__}: {e}). Point it at '
+                              'another training state, or use --auto_resume to take the newest usable one.') from e
     if resume_state is not None:
         check_resume(opt, resume_state['iter'])
     return resume_state
@@ -88,6 +132,7 @@ def patch_basicsr():
     BaseModel.model_to_device = _model_to_device_cpu_aware
     from dupru_basicsr.utils import checkpoint
     BaseModel.save_network = checkpoint.save_network
+    BaseModel.load_network = checkpoint.load_network
     BaseModel.training_state = checkpoint.training_state
     BaseModel.save_training_state = checkpoint.save_training_state
 
@@ -105,15 +150,17 @@ def apply():
 def _init_dist_pytorch_cpu_aware(backend='nccl', **kwargs):
     """`basicsr.utils.dist_util._init_dist_pytorch` without its unconditional `torch.cuda.set_device`.
 
-    On a machine without CUDA (or when the requested backend is not built, e.g. NCCL on CPU-only torch) this uses
-    gloo, which is what `torchrun --nproc_per_node 2 -m dupru_basicsr.train --launcher pytorch` needs on CPU.
+    BasicSR calls it without the option file's `dist_params`, so `backend` is NCCL unless a caller says otherwise.
+    On a machine without CUDA, for a run with `num_gpu: 0` (see `set_cpu_run`), or when NCCL is not built, this
+    uses gloo, which is what `torchrun --nproc_per_node 2 -m dupru_basicsr.train --launcher pytorch` needs on CPU.
     """
     import os
     import torch.distributed as dist
     rank = int(os.environ['RANK'])
-    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+    cuda = torch.cuda.is_available() and torch.cuda.device_count() > 0 and not _CPU_RUN
+    if cuda:
         torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count())
-    else:
+    if not cuda or (backend == 'nccl' and not dist.is_nccl_available()):
         backend = 'gloo'
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, **kwargs)

@@ -66,15 +66,22 @@ def prepare_data(data_dir, progress=True):
     return folders
 
 
-def make_options(method, data, preset, name, device_gpus):
-    """A BasicSR option dict for one demo run (stock SRModel or DUPruModel with the given method)."""
+def make_options(method, data, preset, name, device_gpus, seed=0, rewind='init', total_iter=None, gradual=None):
+    """A BasicSR option dict for one run: stock SRModel (`total_iter` defaults to rounds x iters, with the pruned
+    runs' LR curve) or DUPruModel with the given freeze `method` and `rewind`, or `gradual` pruning settings
+    (start_iter, end_iter, final_sparsity, frequency; one cosine over the whole run)."""
     rounds, iters = preset['rounds'], preset['iters']
+    total = total_iter or rounds * iters
+    if method == 'stock' or gradual:
+        periods = [iters] * (total // iters) if total % iters == 0 and not gradual else [total]
+    else:
+        periods = [iters]  # one round; the schedule restarts every round
     opt = {
         'name': name,
         'model_type': 'SRModel' if method == 'stock' else 'DUPruModel',
         'scale': 4,
         'num_gpu': device_gpus,
-        'manual_seed': 0,
+        'manual_seed': seed,
         'datasets': {
             'train': {
                 'name': 'skimage_train', 'type': 'PairedImageDataset',
@@ -96,10 +103,9 @@ def make_options(method, data, preset, name, device_gpus):
             'ema_decay': 0,
             'optim_g': {'type': 'Adam', 'lr': preset['lr'], 'weight_decay': 0, 'betas': [0.9, 0.99]},
             # the same LR curve for every method: a cosine from lr to 1% of it, restarted every E iterations
-            'scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': [iters] * (1 if method != 'stock' else rounds),
-                          'restart_weights': [1] * (1 if method != 'stock' else rounds),
-                          'eta_min': preset['lr'] / 100},
-            'total_iter': rounds * iters,
+            'scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': periods,
+                          'restart_weights': [1] * len(periods), 'eta_min': preset['lr'] / 100},
+            'total_iter': total,
             'warmup_iter': -1,
             'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
         },
@@ -112,9 +118,12 @@ def make_options(method, data, preset, name, device_gpus):
                    'wandb': {'project': None, 'resume_id': None}},
         'dist_params': {'backend': 'gloo', 'port': 29500},
     }
-    if method != 'stock':
+    if gradual:
+        opt['pruning'] = {'method': method, 'targets': ['body.*.weight'], 'schedule': 'gradual', 'rounds': 1,
+                          'iters_per_round': total, 'eps': 1e-6, 'scope': 'layer', 'rewind': 'none', **gradual}
+    elif method != 'stock':
         opt['pruning'] = {'method': method, 'targets': ['body.*.weight'], 'rate': preset['rate'], 'rounds': rounds,
-                          'iters_per_round': iters, 'eps': 1e-6, 'scope': 'layer', 'rewind': 'init'}
+                          'iters_per_round': iters, 'eps': 1e-6, 'scope': 'layer', 'rewind': rewind}
     return opt
 
 

@@ -3,15 +3,16 @@
 Every error is an `OptionError` that names the option key (or the file) and says how to fix it.
 """
 import difflib
+import os
 import os.path as osp
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import List, Optional
 
 DEFAULT_TARGETS = ('body.*.weight', )
-METHODS = ('dupru', 'upru', 'imp')
-SCOPES = ('layer', 'global')
-_REWIND_RE = re.compile(r'^(init|none|reinit|iter_(\d+))$')
+_REWIND_RE = re.compile(r'^(init|none|lr|reinit|iter_(\d+))$')
+GRADUAL = 'gradual'
+GRADUAL_KEYS = ('start_iter', 'end_iter', 'final_sparsity', 'frequency')
 
 
 class OptionError(ValueError):
@@ -22,18 +23,42 @@ class OptionError(ValueError):
 class PruningConfig:
     """The `pruning:` section of a BasicSR option file (defaults reproduce the paper's DUPru)."""
     method: str = 'dupru'  # dupru (|W| < eps frozen) | upru (W < eps frozen, reference code) | imp (pruned only)
-    targets: List[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    targets: Optional[List[str]] = None  # parameter name patterns; default: the preset of network_g.type
     rate: float = 10.0  # percent of the surviving target weights removed at each round boundary
     rounds: int = 25  # T; round 1 trains the dense network, each later round starts with one prune
     iters_per_round: Optional[int] = 40000  # E
-    schedule: Optional[List[int]] = None  # explicit iterations per round (instead of rounds x iters_per_round)
+    # explicit iterations per round (instead of rounds x iters_per_round), or `gradual`: gradual magnitude pruning
+    # (Zhu & Gupta) in one round of iters_per_round iterations, set by start_iter, end_iter, final_sparsity, frequency
+    schedule: Optional[object] = None
     eps: float = 1e-6
     scope: str = 'layer'  # layer: one threshold per tensor (paper) | global: one over all targets
-    rewind: str = 'init'  # init | iter_<k> | none | reinit (same masks, fresh random init)
+    rewind: str = 'init'  # init | iter_<k> | none | lr (learning-rate rewinding) | reinit (same masks, fresh init)
+    start_iter: Optional[int] = None  # schedule: gradual only
+    end_iter: Optional[int] = None
+    final_sparsity: Optional[float] = None
+    frequency: Optional[int] = None
+    plugins: Optional[List[str]] = None  # modules to import first (they register rules in PRUNING_REGISTRY)
+
+    def resolve_targets(self, network_type):
+        """The target patterns: `targets`, or the preset of `network_type` (dupru_basicsr.presets)."""
+        if self.targets is not None:
+            return list(self.targets)
+        from dupru_basicsr.presets import preset_targets
+        try:
+            return preset_targets(network_type)
+        except KeyError as e:
+            raise OptionError(f'pruning.targets: {e.args[0]}') from None
 
     @property
     def round_lengths(self):
-        return list(self.schedule) if self.schedule else [self.iters_per_round] * self.rounds
+        if self.schedule and self.schedule != GRADUAL:
+            return list(self.schedule)
+        return [self.iters_per_round] * self.rounds
+
+    @property
+    def gradual(self):
+        """{start_iter, end_iter, final_sparsity, frequency} with `schedule: gradual`, else None."""
+        return {k: getattr(self, k) for k in GRADUAL_KEYS} if self.schedule == GRADUAL else None
 
     @property
     def rewind_iter(self):
@@ -44,27 +69,41 @@ class PruningConfig:
     @classmethod
     def from_opt(cls, section, key='pruning'):
         """Parse and validate a `pruning:` dict; `key` is the option path used in messages."""
+        if section is not None and not isinstance(section, dict):
+            raise OptionError(f'{key} is {section!r}; it must be a mapping of pruning options (method, rate, rounds, '
+                              'iters_per_round, ...).')
         section = dict(section or {})
         known = [f.name for f in fields(cls)]
         for name in section:
             if name not in known:
-                close = difflib.get_close_matches(name, known, n=1)
-                hint = f' Did you mean "{close[0]}"?' if close else f' Known keys: {", ".join(known)}.'
+                hint = _did_you_mean(name, known) or f' Known keys: {", ".join(known)}.'
                 raise OptionError(f'Unknown option {key}.{name}.{hint}')
-        if 'schedule' in section and section['schedule'] is not None and 'iters_per_round' not in section:
-            section['iters_per_round'] = None
+        if section.get('schedule') == GRADUAL:
+            section.setdefault('rounds', 1)
+        elif section.get('schedule') is not None:
+            if 'iters_per_round' not in section:
+                section['iters_per_round'] = None
+            rounds = section.pop('rounds', None)
+            if rounds is not None and isinstance(section['schedule'], (list, tuple)) and \
+                    rounds != len(section['schedule']):
+                raise OptionError(f'{key}.rounds is {rounds} but {key}.schedule lists {len(section["schedule"])} '
+                                  'rounds; remove rounds (the schedule sets it) or make them agree.')
         cfg = cls(**section)
         cfg._validate(key)
         return cfg
 
     def _validate(self, key):
-        if self.method not in METHODS:
-            raise OptionError(f'{key}.method is "{self.method}"; use one of {", ".join(METHODS)}.')
-        if self.scope not in SCOPES:
-            raise OptionError(f'{key}.scope is "{self.scope}"; use one of {", ".join(SCOPES)}.')
+        self._import_plugins(key)
+        from dupru_basicsr.registry import lookup
+        for name, kind in (('method', 'freeze'), ('scope', 'scope')):
+            try:
+                lookup(getattr(self, name), kind)
+            except KeyError as e:
+                raise OptionError(f'{key}.{name}: {e.args[0]}') from None
         if isinstance(self.targets, str):
             self.targets = [self.targets]
-        if not self.targets or not all(isinstance(t, str) and t for t in self.targets):
+        if self.targets is not None and (not self.targets
+                                         or not all(isinstance(t, str) and t for t in self.targets)):
             raise OptionError(f'{key}.targets must be a non-empty list of parameter name patterns, '
                               f'e.g. {list(DEFAULT_TARGETS)}.')
         if isinstance(self.rate, bool) or not isinstance(self.rate, (int, float)) or not 0 < self.rate < 100:
@@ -72,11 +111,13 @@ class PruningConfig:
                               'round and must lie strictly between 0 and 100 (the paper uses 10).')
         if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or self.eps < 0:
             raise OptionError(f'{key}.eps is {self.eps!r}; it must be a number >= 0 (the paper uses 1.0e-6).')
-        if self.schedule is not None:
+        if self.schedule == GRADUAL:
+            self._validate_gradual(key)
+        elif self.schedule is not None:
             if (not isinstance(self.schedule, (list, tuple)) or not self.schedule
                     or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in self.schedule)):
-                raise OptionError(f'{key}.schedule must be a non-empty list of positive iteration counts, one per '
-                                  'round, e.g. [1000, 1000, 1000].')
+                raise OptionError(f'{key}.schedule is {self.schedule!r}; give a non-empty list of positive iteration '
+                                  'counts, one per round (e.g. [1000, 1000, 1000]), or gradual.')
             if self.iters_per_round is not None:
                 raise OptionError(f'{key}: give either schedule or iters_per_round, not both.')
             self.rounds = len(self.schedule)
@@ -87,22 +128,238 @@ class PruningConfig:
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
                 raise OptionError(f'{key}.iters_per_round is {n!r}; it must be an integer >= 1 '
                                   f'(or give {key}.schedule: [iterations of round 1, round 2, ...]).')
+        if self.schedule != GRADUAL:
+            extra = [k for k in GRADUAL_KEYS if getattr(self, k) is not None]
+            if extra:
+                raise OptionError(f'{key}.{extra[0]} is only used with {key}.schedule: gradual; remove it or set the '
+                                  'schedule.')
         m = _REWIND_RE.match(str(self.rewind))
         if not m:
-            raise OptionError(f'{key}.rewind is "{self.rewind}"; use init, iter_<k> (e.g. iter_500), none or '
+            raise OptionError(f'{key}.rewind is "{self.rewind}"; use init, iter_<k> (e.g. iter_500), none, lr or '
                               'reinit.')
         k = self.rewind_iter
         if k is not None and k >= self.round_lengths[0]:
             raise OptionError(f'{key}.rewind is {self.rewind}, but the first round has only '
                               f'{self.round_lengths[0]} iterations; use k < {self.round_lengths[0]}.')
 
+    def _import_plugins(self, key):
+        if self.plugins is None:
+            return
+        if isinstance(self.plugins, str):
+            self.plugins = [self.plugins]
+        import importlib
+        for module in self.plugins:
+            try:
+                importlib.import_module(module)
+            except ImportError as e:
+                raise OptionError(f'{key}.plugins: cannot import "{module}" ({e}); make it importable (installed, or '
+                                  'on PYTHONPATH / in the current directory).') from None
 
-def _check_dataset_folders(opt):
-    for phase, dset in (opt.get('datasets') or {}).items():
+    def _validate_gradual(self, key):
+        if self.rounds != 1:
+            raise OptionError(f'{key}.rounds is {self.rounds!r}, but schedule: gradual prunes within one round; '
+                              'remove rounds or set it to 1.')
+        n = self.iters_per_round
+        if _as_int(n) is None or n < 1:
+            raise OptionError(f'{key}.iters_per_round is {n!r}; with schedule: gradual it is the length of the run '
+                              '(train.total_iter).')
+        missing = [k for k in GRADUAL_KEYS if getattr(self, k) is None]
+        if missing:
+            raise OptionError(f'{key}.schedule is gradual but {", ".join(f"{key}.{m}" for m in missing)} '
+                              f'{"is" if len(missing) == 1 else "are"} not set; give start_iter, end_iter, '
+                              'final_sparsity (a fraction in (0, 1)) and frequency.')
+        start, end, freq = (_as_int(self.start_iter), _as_int(self.end_iter), _as_int(self.frequency))
+        if start is None or end is None or not 0 <= start < end <= n:
+            raise OptionError(f'{key}.start_iter ({self.start_iter!r}) and {key}.end_iter ({self.end_iter!r}) must '
+                              f'be integers with 0 <= start_iter < end_iter <= iters_per_round ({n}).')
+        if isinstance(self.final_sparsity, bool) or not isinstance(self.final_sparsity, (int, float)) or \
+                not 0 < self.final_sparsity < 1:
+            raise OptionError(f'{key}.final_sparsity is {self.final_sparsity!r}; it is the pruned fraction of the '
+                              'targets at end_iter and must lie strictly between 0 and 1 (e.g. 0.8).')
+        if freq is None or freq < 1:
+            raise OptionError(f'{key}.frequency is {self.frequency!r}; prune every `frequency` iterations, an '
+                              'integer >= 1.')
+
+
+def _as_int(value):
+    """`value` as an int when it is a whole number (YAML may give 1e6 as a float), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _did_you_mean(name, known):
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return f' Did you mean "{close[0]}"?' if close else ''
+
+
+def _check_registered(opt):
+    """model_type and network_g.type exist in BasicSR's registries (importing basicsr registers them)."""
+    import basicsr.archs  # noqa: F401  (fills ARCH_REGISTRY)
+    import basicsr.models  # noqa: F401  (fills MODEL_REGISTRY)
+    from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
+    for key, registry, value in (('model_type', MODEL_REGISTRY, opt.get('model_type')),
+                                 ('network_g.type', ARCH_REGISTRY, (opt.get('network_g') or {}).get('type'))):
+        if value is None:
+            if key == 'model_type' or opt.get('network_g') is not None:
+                raise OptionError(f'{key} is not set; name a registered BasicSR class, e.g. '
+                                  f'{"SRModel or DUPruModel" if key == "model_type" else "MSRResNet"}.')
+            continue
+        if value not in registry:
+            raise OptionError(f'{key} is "{value}", which is not registered in BasicSR.'
+                              f'{_did_you_mean(value, registry.keys())} (Custom classes must be imported before '
+                              'training starts.)')
+
+
+def _check_devices(opt):
+    import torch
+    num_gpu = opt.get('num_gpu', 0)
+    if num_gpu in (None, 'auto'):
+        return
+    if _as_int(num_gpu) is None or num_gpu < 0:
+        raise OptionError(f'num_gpu is {num_gpu!r}; use a number of GPUs >= 0, or auto.')
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if num_gpu > available:
+        raise OptionError(f'num_gpu is {num_gpu} but this machine has {available} CUDA device(s); set num_gpu: auto '
+                          '(all GPUs, or the CPU when there is none) or num_gpu: 0 for the CPU.')
+
+
+def _check_schedule_options(opt):
+    """The BasicSR training-loop options that would otherwise fail (or silently do nothing) mid-run."""
+    train = opt.get('train')
+    if not isinstance(train, dict):
+        raise OptionError('train: section missing; it needs total_iter, optim_g, scheduler and a loss (pixel_opt).')
+    total = _as_int(train.get('total_iter'))
+    if total is None or total < 1:
+        raise OptionError(f'train.total_iter is {train.get("total_iter")!r}; set it to the number of training '
+                          'iterations (an integer >= 1).')
+    logger = opt.get('logger') or {}
+    for k in ('print_freq', 'save_checkpoint_freq'):
+        v = _as_int(logger.get(k))
+        if v is None or v < 1:
+            raise OptionError(f'logger.{k} is {logger.get(k)!r}; set it to a number of iterations >= 1.')
+    if opt.get('val') is not None:
+        v = _as_int(opt['val'].get('val_freq'))
+        if v is None or v < 1:
+            raise OptionError(f'val.val_freq is {opt["val"].get("val_freq")!r}; set it to a number of iterations >= 1 '
+                              '(or remove the val: section).')
+    sched = train.get('scheduler') or {}
+    if sched.get('type') == 'CosineAnnealingRestartLR':
+        periods, weights = sched.get('periods') or [], sched.get('restart_weights') or [1]
+        if not periods or not all(_as_int(p) is not None and p > 0 for p in periods):
+            raise OptionError(f'train.scheduler.periods is {periods!r}; give a list of positive iteration counts.')
+        if len(weights) != len(periods):
+            raise OptionError(f'train.scheduler.restart_weights has {len(weights)} entries but periods has '
+                              f'{len(periods)}; give one restart weight per period.')
+        if not _is_pruning_model(opt.get('model_type')) and sum(periods) < total:
+            raise OptionError(f'train.scheduler.periods sum to {sum(periods)}, less than train.total_iter ({total}): '
+                              'the cosine schedule would end before training does; make the periods sum to '
+                              f'{total}.')
+
+
+def _image_size(path, key):
+    """(width, height) of an image file, reading only its header when PIL is there."""
+    try:
+        from PIL import Image
+        with Image.open(path) as img:
+            return img.size
+    except ImportError:
+        pass
+    except Exception as e:  # noqa: BLE001 - any unreadable file is reported with its path
+        raise OptionError(f'{key}: "{path}" cannot be read as an image ({e}); replace or remove it.') from None
+    import cv2
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise OptionError(f'{key}: "{path}" cannot be read as an image; replace or remove it.')
+    return img.shape[1], img.shape[0]
+
+
+def _list_images(folder):
+    """File names as BasicSR's scandir lists them (plain files, no hidden ones), sorted."""
+    return sorted(e.name for e in os.scandir(folder) if not e.name.startswith('.') and e.is_file())
+
+
+def _check_pairs(opt, phase, dset):
+    """A PairedImageDataset on disk: every GT file has its LR file, and the first pair has GT = LR x scale."""
+    key = f'datasets.{phase}'
+    gt_root, lq_root = dset['dataroot_gt'], dset['dataroot_lq']
+    for root_key, root in (('dataroot_gt', gt_root), ('dataroot_lq', lq_root)):
+        if not osp.isdir(root):
+            raise OptionError(f'{key}.{root_key}: "{root}" is not a folder; PairedImageDataset on disk reads the '
+                              'images of a folder.')
+    tmpl = dset.get('filename_tmpl', '{}')
+    lq_files = set(_list_images(lq_root))
+    meta = dset.get('meta_info_file')
+    if meta:
+        with open(meta) as f:
+            gt_names = [line.strip().split(' ')[0] for line in f if line.strip()]
+        missing = next((n for n in gt_names if not osp.isfile(osp.join(gt_root, n))), None)
+        if missing is not None:
+            raise OptionError(f'{key}.meta_info_file: "{meta}" lists {missing}, which is not in dataroot_gt '
+                              f'"{gt_root}"; regenerate the meta info file or fix dataroot_gt.')
+    else:
+        gt_names = _list_images(gt_root)
+        if len(gt_names) != len(lq_files):
+            raise OptionError(f'{key}: dataroot_gt "{gt_root}" has {len(gt_names)} files but dataroot_lq "{lq_root}" '
+                              f'has {len(lq_files)}; every GT image needs exactly one LR image of the same name.')
+    if not gt_names:
+        raise OptionError(f'{key}.dataroot_gt: "{gt_root}" has no images; prepare the data (e.g. `dupru-prepare`) or '
+                          'fix the path.')
+    for name in gt_names:
+        base, ext = osp.splitext(osp.basename(name))
+        lq_name = f'{tmpl.format(base)}{ext}'
+        if lq_name not in lq_files:
+            raise OptionError(f'{key}: GT image "{osp.join(gt_root, name)}" has no LR image "{lq_name}" in '
+                              f'dataroot_lq "{lq_root}"; fix dataroot_lq or filename_tmpl (now "{tmpl}").')
+    scale = _as_int(opt.get('scale'))
+    first_gt = osp.join(gt_root, gt_names[0])
+    base, ext = osp.splitext(osp.basename(gt_names[0]))
+    first_lq = osp.join(lq_root, f'{tmpl.format(base)}{ext}')
+    (gw, gh), (lw, lh) = _image_size(first_gt, f'{key}.dataroot_gt'), _image_size(first_lq, f'{key}.dataroot_lq')
+    if scale is not None and (gw, gh) != (lw * scale, lh * scale):
+        raise OptionError(f'{key}: GT image "{first_gt}" is {gw}x{gh} but its LR image "{first_lq}" is {lw}x{lh}; '
+                          f'with scale {scale} the GT must be {lw * scale}x{lh * scale}. Point dataroot_lq at the '
+                          f'x{scale} LR images, or set scale to the factor of this data.')
+    if phase == 'train':
+        _check_train_batch(opt, dset, len(gt_names), scale)
+
+
+def _check_train_batch(opt, dset, num_images, scale):
+    gt_size = dset.get('gt_size')
+    if gt_size is not None and scale is not None and (_as_int(gt_size) is None or gt_size % scale):
+        hint = f', e.g. {max(scale, _as_int(gt_size) // scale * scale)}' if _as_int(gt_size) else ''
+        raise OptionError(f'datasets.train.gt_size is {gt_size!r}; it must be a multiple of scale ({scale}) so that '
+                          f'GT and LR crops match{hint}.')
+    batch = _as_int(dset.get('batch_size_per_gpu'))
+    if batch is None or batch < 1:
+        raise OptionError(f'datasets.train.batch_size_per_gpu is {dset.get("batch_size_per_gpu")!r}; set it to an '
+                          'integer >= 1.')
+    num_gpu = _as_int(opt.get('num_gpu')) or 0
+    per_iter = batch * (int(opt.get('world_size', 1)) if opt.get('dist') else max(1, num_gpu))
+    ratio = dset.get('dataset_enlarge_ratio', 1)
+    if num_images * ratio < per_iter:
+        raise OptionError(f'datasets.train: {num_images} images x dataset_enlarge_ratio {ratio} give fewer samples '
+                          f'than one batch ({per_iter}); every epoch would be empty and no iteration would run. '
+                          'Lower batch_size_per_gpu or raise dataset_enlarge_ratio.')
+
+
+def _check_datasets(opt):
+    datasets = opt.get('datasets') or {}
+    if opt.get('is_train', True) and 'train' not in datasets:
+        raise OptionError('datasets.train: missing; add the training dataset (e.g. a PairedImageDataset).')
+    for phase, dset in datasets.items():
         io_backend = (dset.get('io_backend') or {}).get('type', 'disk')
+        paired = dset.get('type') == 'PairedImageDataset'
         for root_key in ('dataroot_gt', 'dataroot_lq'):
             root = dset.get(root_key)
             if root is None:
+                if paired:
+                    raise OptionError(f'datasets.{phase}.{root_key} is not set; PairedImageDataset needs the GT '
+                                      '(dataroot_gt) and LR (dataroot_lq) folders.')
                 continue
             if not osp.exists(root):
                 raise OptionError(f'datasets.{phase}.{root_key}: "{root}" does not exist. Prepare the data (e.g. '
@@ -115,6 +372,8 @@ def _check_dataset_folders(opt):
         if meta and not osp.isfile(meta):
             raise OptionError(f'datasets.{phase}.meta_info_file: "{meta}" does not exist; remove the key or make it '
                               'with `dupru-prepare --subimages`.')
+        if paired and io_backend == 'disk':
+            _check_pairs(opt, phase, dset)
 
 
 def _network_scale(net_opt):
@@ -127,16 +386,55 @@ def _network_scale(net_opt):
 def _check_scale(opt):
     scale = opt.get('scale')
     net_scale = _network_scale(opt.get('network_g') or {})
-    if scale is not None and net_scale is not None and int(scale) != int(net_scale):
+    if scale is None:
+        if any((d or {}).get('type') == 'PairedImageDataset' for d in (opt.get('datasets') or {}).values()):
+            raise OptionError('scale is not set; PairedImageDataset needs it (the upscaling factor, e.g. scale: 4'
+                              + (f', as network_g upscales by {net_scale}' if net_scale else '') + ').')
+        return
+    if _as_int(scale) is None or scale < 1:
+        raise OptionError(f'scale is {scale!r}; set it to the integer upscaling factor (e.g. 4).')
+    if net_scale is not None and int(scale) != int(net_scale):
         raise OptionError(f'scale is {scale} but network_g upscales by {net_scale}; make them equal.')
 
 
 def check_options(opt):
-    """Check a parsed BasicSR option dict before training/testing starts. Raises OptionError."""
+    """Check a parsed BasicSR option dict before training/testing starts. Raises OptionError.
+
+    Cheap checks first; the data check reads the folder listings and the header of one GT/LR pair per dataset.
+    """
+    is_train = opt.get('is_train', True)
+    _check_registered(opt)
+    _check_devices(opt)
     _check_scale(opt)
-    _check_dataset_folders(opt)
-    if opt.get('model_type') == 'DUPruModel' and opt.get('is_train', True):
-        check_pruning_options(opt)
+    if is_train:
+        _check_schedule_options(opt)
+        if opt.get('pruning') is not None and not _is_pruning_model(opt.get('model_type')):
+            raise OptionError(f'pruning: is given but model_type is {opt.get("model_type")}, which ignores it; set '
+                              'model_type: DUPruModel or remove the pruning: section.')
+        if _is_pruning_model(opt.get('model_type')):
+            check_pruning_options(opt)
+    _check_datasets(opt)
+
+
+def _is_pruning_model(model_type):
+    from basicsr.utils.registry import MODEL_REGISTRY
+
+    from dupru_basicsr.models.dupru_model import DUPruModel
+    return model_type in MODEL_REGISTRY and issubclass(MODEL_REGISTRY.get(model_type), DUPruModel)
+
+
+def _build_network(opt):
+    """network_g built as BasicSR builds it (without its logging), or an OptionError naming the bad argument."""
+    # Not basicsr's build_network: it logs, and BasicSR's root logger must not be touched before the log file
+    # handler is set up (it would never get one).
+    from basicsr.utils.registry import ARCH_REGISTRY
+    net_opt = dict(opt['network_g'])
+    arch = net_opt.pop('type')
+    try:
+        return ARCH_REGISTRY.get(arch)(**net_opt)
+    except TypeError as e:
+        raise OptionError(f'network_g: {arch} cannot be built from these options ({e}); fix the network_g keys.') \
+            from None
 
 
 def check_pruning_options(opt):
@@ -157,13 +455,9 @@ def check_pruning_options(opt):
                           f'and the longest round has {max(cfg.round_lengths)} iterations; make the periods sum to '
                           'the iterations of one round.')
     if opt.get('network_g'):
-        # Not basicsr's build_network: it logs, and BasicSR's root logger must not be touched before the log file
-        # handler is set up (it would never get one).
-        from basicsr.utils.registry import ARCH_REGISTRY
-        net_opt = dict(opt['network_g'])
-        net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
+        targets = cfg.resolve_targets(opt['network_g'].get('type'))
         try:
-            select_targets(net, cfg.targets)
+            select_targets(_build_network(opt), targets)
         except ValueError as e:
-            raise OptionError(f'pruning.targets: {e}') from None
+            raise OptionError(f'pruning.targets: {e} Fix the pattern (fnmatch syntax, e.g. body.*.weight).') from None
     return cfg

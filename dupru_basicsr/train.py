@@ -8,19 +8,35 @@ current directory, with what a long pruning run needs on top:
   resumed run replays the batches of the interrupted epoch that were already consumed, so an interrupted and
   resumed run ends with the same weights as an uninterrupted one;
 - a model may declare round ends (`model.is_round_end(iter)`, DUPruModel does): the pipeline validates and saves
-  a checkpoint there, so every round's ticket is kept and resuming never crosses a round boundary twice.
+  a checkpoint there, so every round's ticket is kept and resuming never crosses a round boundary twice;
+- every checkpoint is written atomically, `--auto_resume` takes the newest *usable* training state and removes
+  the temporary files a killed save left behind (`dupru_basicsr.utils.checkpoint`);
+- a non-finite loss or non-finite weights stop the run with a FloatingPointError naming the iteration (and round)
+  before anything else is saved, so the last good checkpoint stays the newest one.
+
+Test-only hooks, inert unless their environment variable is set:
+- `DUPRU_TEST_KILL_AT=<where>:<iter>` SIGKILLs the process at `after_lr:<iter>` (right after the learning-rate
+  update of that iteration; at a round's first iteration that is after its prune, rewind and masks file) or
+  `after_step:<iter>` (after the optimizer step, before validation and saving); `save:<file name>` kills inside
+  the atomic save of that file (see `dupru_basicsr.utils.checkpoint.kill_point`);
+- `DUPRU_TEST_DUMP_DIR=<folder>`: at every round end each rank writes `rank<r>_iter<it>.pth` there with its
+  masks, thresholds, frozen set and weights, so that tests can compare DDP ranks.
 """
 import datetime
 import logging
+import math
 import os
 import os.path as osp
 import sys
 import time
 
 import dupru_basicsr  # noqa: F401  (applies the compatibility shims and registers DUPruModel)
-from dupru_basicsr.compat import patch_basicsr
-from dupru_basicsr.options import check_options
+from dupru_basicsr.compat import patch_basicsr, set_cpu_run
+from dupru_basicsr.options import OptionError, check_options
+from dupru_basicsr.utils.checkpoint import ResumeError, atomic_save, kill_point, remove_stale_temp_files
 from dupru_basicsr.utils.log import reset_basicsr_logger
+
+DUMP_ENV = 'DUPRU_TEST_DUMP_DIR'
 
 
 def _epoch_seed(opt, epoch):
@@ -28,8 +44,83 @@ def _epoch_seed(opt, epoch):
     return int(opt['manual_seed']) + int(opt['rank']) + 100003 * (epoch + 1)
 
 
-def train_pipeline(root_path):
+def _where(model, it):
+    """' (round r/T)' for models with pruning rounds, else ''."""
+    rounds = getattr(model, 'rounds', None)
+    return f' (round {rounds.round_of(it) + 1}/{rounds.num_rounds})' if rounds is not None else ''
+
+
+def _last_good(last_saved):
+    if last_saved is None:
+        return 'No checkpoint was saved yet.'
+    return (f'The last checkpoint (iteration {last_saved}: models/net_g_{last_saved}.pth, '
+            f'training_states/{last_saved}.state) is intact; lower the learning rate or check the data, then resume '
+            'with --auto_resume.')
+
+
+def check_finite_loss(model, it, last_saved):
+    """Raise FloatingPointError when a logged loss of this iteration is NaN or infinite."""
+    bad = {k: v for k, v in (getattr(model, 'log_dict', None) or {}).items() if not math.isfinite(v)}
+    if bad:
+        raise FloatingPointError(f'Non-finite loss {bad} at iteration {it}{_where(model, it)}; stopping before '
+                                 f'anything is saved. {_last_good(last_saved)}')
+
+
+def check_finite_weights(model, it, last_saved, logger=None):
+    """Raise FloatingPointError (logged to `logger` first) when a network of the model holds a NaN or infinite
+    value. Costs one host sync; the loop calls it only before validating or saving."""
+    import torch
+    for attr in sorted(vars(model)):
+        net = getattr(model, attr)
+        if not (attr.startswith('net_') and isinstance(net, torch.nn.Module)):
+            continue
+        tensors = [(k, v) for k, v in model.get_bare_model(net).state_dict().items() if v.is_floating_point()]
+        if not tensors or bool(torch.stack([torch.isfinite(v).all() for _, v in tensors]).all()):
+            continue
+        name = next(k for k, v in tensors if not bool(torch.isfinite(v).all()))
+        message = (f'Non-finite weights in {attr}.{name} at iteration {it}{_where(model, it)}; stopping without '
+                   f'validating or saving them. {_last_good(last_saved)}')
+        if logger is not None:
+            logger.error(message)
+        raise FloatingPointError(message)
+
+
+def _dump_round_state(model, opt, it):
+    """Test-only (`DUPRU_TEST_DUMP_DIR`): this rank's pruning state at the end of a round."""
+    folder = os.environ.get(DUMP_ENV)
+    pruner = getattr(model, 'pruner', None)
+    if not folder or pruner is None:
+        return
+    atomic_save({
+        'iter': it,
+        'round': model.rounds.round_of(it) + 1,
+        'keep_masks': pruner.mask.state_dict(),
+        'thresholds': dict(pruner.last_thresholds),
+        'frozen': {k: v.cpu() for k, v in pruner.frozen_masks().items()},
+        'params': {k: v.detach().cpu().clone() for k, v in model.get_bare_model(model.net_g).state_dict().items()},
+    }, osp.join(folder, f'rank{opt["rank"]}_iter{it}.pth'))
+
+
+def _asks_for_cpu(argv):
+    """True when the option file of `argv` (-opt) says num_gpu: 0 (read before BasicSR initialises DDP)."""
+    import argparse
+
+    import yaml
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('-opt')
+    known, _ = parser.parse_known_args(argv)
+    try:
+        with open(known.opt) as f:
+            return (yaml.safe_load(f) or {}).get('num_gpu') == 0
+    except (OSError, TypeError, yaml.YAMLError, AttributeError):
+        return False  # parse_options reports the problem
+
+
+def train_pipeline(root_path, on_iter=None):
+    """Train as BasicSR does; `on_iter(current_iter, total_iters)`, if given, is called after every iteration
+    (the demo draws its progress bar with it)."""
     patch_basicsr()
+    set_cpu_run(_asks_for_cpu(sys.argv[1:]))  # DDP of a CPU run uses gloo even on a CUDA machine
     import torch
     from basicsr.data.prefetch_dataloader import CPUPrefetcher, CUDAPrefetcher
     from basicsr.models import build_model
@@ -46,6 +137,11 @@ def train_pipeline(root_path):
     check_options(opt)
 
     resume_state = load_resume_state(opt)
+    stale = []
+    if opt['rank'] == 0 and (opt['auto_resume'] or resume_state):
+        # temporary files of saves that a kill interrupted (also before an --auto_resume that found no state
+        # archives the folder)
+        stale = remove_stale_temp_files(opt['path']['models'], opt['path']['training_states'])
     if resume_state is None:
         make_exp_dirs(opt)
         if opt['logger'].get('use_tb_logger') and 'debug' not in opt['name'] and opt['rank'] == 0:
@@ -58,7 +154,13 @@ def train_pipeline(root_path):
     logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
     logger.info(get_env_info())
     logger.info(dict2str(opt))
-    tb_logger = init_tb_loggers(opt)
+    tb_logger = init_tb_loggers(opt) if opt['rank'] == 0 else None
+    if opt['dist']:
+        logger.info(f"Distributed: {torch.distributed.get_backend()} backend, world size {opt['world_size']}.")
+    if resume_state:
+        logger.info(f"Resume state: {opt['path']['resume_state']}")
+    for path in stale:
+        logger.info(f'Removed {path}, left by an interrupted save.')
 
     train_loader, train_sampler, val_loaders, total_epochs, total_iters = create_train_val_dataloader(opt, logger)
     iters_per_epoch = len(train_loader)
@@ -70,6 +172,7 @@ def train_pipeline(root_path):
         logger.info(f"Resuming training from epoch: {resume_state['epoch']}, iter: {current_iter}.")
     else:
         current_iter = 0
+    last_saved = current_iter or None
     # With drop_last every epoch has the same number of batches, so (epoch, batch) follows from the iteration.
     start_epoch, skip_batches = divmod(current_iter, iters_per_epoch)
     total_epochs = max(total_epochs, (total_iters - 1) // iters_per_epoch + 1)
@@ -112,8 +215,17 @@ def train_pipeline(root_path):
             data_timer.record()
             current_iter += 1
             model.update_learning_rate(current_iter, warmup_iter=opt['train'].get('warmup_iter', -1))
+            kill_point('after_lr', current_iter)
             model.feed_data(train_data)
-            model.optimize_parameters(current_iter)
+            try:
+                model.optimize_parameters(current_iter)  # DUPruModel raises FloatingPointError itself
+                check_finite_loss(model, current_iter, last_saved)
+            except FloatingPointError as e:
+                logger.error(str(e))
+                raise
+            kill_point('after_step', current_iter)
+            if on_iter is not None:
+                on_iter(current_iter, total_iters)
             iter_timer.record()
             if current_iter == 1:
                 msg_logger.reset_start_time()
@@ -126,16 +238,23 @@ def train_pipeline(root_path):
 
             round_end = is_round_end(current_iter)
             val_now = opt.get('val') is not None and current_iter % opt['val']['val_freq'] == 0
+            save_now = current_iter % opt['logger']['save_checkpoint_freq'] == 0 or round_end
+            if round_end or val_now or save_now:
+                check_finite_weights(model, current_iter, last_saved, logger)
+            if round_end:
+                _dump_round_state(model, opt, current_iter)
             if round_end or val_now:
                 validate(current_iter)
-            if current_iter % opt['logger']['save_checkpoint_freq'] == 0 or round_end:
+            if save_now:
                 logger.info('Saving models and training states.')
                 model.save(epoch, current_iter)
+                last_saved = current_iter
 
             data_timer.start()
             iter_timer.start()
             train_data = prefetcher.next()
 
+    check_finite_weights(model, current_iter, last_saved, logger)
     consumed_time = str(datetime.timedelta(seconds=int(time.time() - start_time)))
     logger.info(f'End of training. Time consumed: {consumed_time}')
     logger.info('Save the latest model.')
@@ -148,10 +267,22 @@ def train_pipeline(root_path):
 
 
 def main(argv=None):
-    """Console script `dupru-train`; `argv` (without the program name) lets tests call it in-process."""
+    """Console script `dupru-train`; `argv` (without the program name) lets tests call it in-process.
+
+    From the command line (`argv` None) a refused start (bad options, nothing usable to resume) or a non-finite
+    loss prints its message without a traceback and exits with status 2 or 1; in-process callers get the exception.
+    """
     if argv is not None:
         sys.argv = [sys.argv[0]] + list(argv)
-    return train_pipeline(os.getcwd())
+        return train_pipeline(os.getcwd())
+    try:
+        return train_pipeline(os.getcwd())
+    except (OptionError, ResumeError) as e:
+        print(f'dupru-train: error: {e}', file=sys.stderr, flush=True)
+        sys.exit(2)
+    except FloatingPointError as e:
+        print(f'dupru-train: error: {e}', file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 if __name__ == '__main__':

@@ -171,3 +171,55 @@ def test_rewind_none_keeps_trained_weights_and_lr(run_train):
     assert model.finetune_lr is not None and model.finetune_lr[0] < 1e-3
     assert all(abs(lr - model.finetune_lr[0]) < 1e-12 for lr in model.get_current_learning_rate())
     del masks
+
+
+def test_rewind_lr_restarts_schedule_from_trained_weights(run_train, monkeypatch):
+    opt = _pruned_opt('rewind_lr', 'dupru', pruning={'rewind': 'lr'}, ema_decay=0)
+    opt['train']['scheduler'] = {'type': 'CosineAnnealingRestartLR', 'periods': [E], 'restart_weights': [1],
+                                 'eta_min': 1e-5}
+    lrs = {}
+    from dupru_basicsr.models.dupru_model import DUPruModel
+    original = DUPruModel.optimize_parameters
+
+    def record(self, current_iter):
+        lrs[current_iter] = self.get_current_learning_rate()[0]
+        original(self, current_iter)
+
+    monkeypatch.setattr(DUPruModel, 'optimize_parameters', record)
+    model, exp = run_train(opt)
+    assert lrs[1] == lrs[E + 1] == lrs[2 * E + 1] == 1e-3  # the schedule restarts every round
+    assert lrs[E] < 1e-3
+    end_round1 = _load(osp.join(exp, 'models', f'net_g_{E}.pth'))['params']
+    masks = _load(osp.join(exp, 'models', 'masks_round2.pth'))['keep_masks']
+    # round 2's first weights are round 1's final weights ⊙ mask (not W0): check via the frozen-at-zero entries
+    name = 'body.0.conv1.weight'
+    w0 = model.pruner.rewind_state[name]
+    assert not torch.equal(end_round1[name] * masks[name], w0 * masks[name])
+    assert model.finetune_lr is None
+
+
+@pytest.mark.parametrize('method', ['dupru', 'upru', 'imp'])
+def test_gradual_pruning_tightens_masks_in_place(run_train, method):
+    gradual = {'schedule': 'gradual', 'rounds': 1, 'iters_per_round': 12, 'start_iter': 2, 'end_iter': 10,
+               'final_sparsity': 0.8, 'frequency': 4, 'rewind': 'none'}
+    opt = tiny_options(f'gradual_{method}', 'DUPruModel', pruning=dict(gradual, method=method), total_iter=12,
+                       val_freq=12, save_freq=1, ema_decay=0.9)
+    model, exp = run_train(opt)
+    from dupru_basicsr.pruning import GradualSchedule
+    gs = GradualSchedule(2, 10, 0.8, 4)
+    # prunes before iterations 2, 6, 10: the checkpoint after iteration t has the sparsity of the last prune <= t
+    for it in range(1, 13):
+        ckpt = _load(osp.join(exp, 'models', f'net_g_{it}.pth'))
+        last_prune = max([p for p in (2, 6, 10) if p <= it], default=None)
+        expected = 0 if last_prune is None else int(PER_LAYER * gs.sparsity_at(last_prune) + 0.5)
+        for key in ('params', 'params_ema'):
+            for name, w in _body(ckpt[key]).items():
+                zeros = int((w == 0).sum())
+                assert zeros >= expected, (it, key, name)
+                if key == 'params':
+                    assert int((~model.pruner.mask[name]).sum()) == int(PER_LAYER * 0.8 + 0.5)
+    final = _body(_load(osp.join(exp, 'models', 'net_g_latest.pth'))['params'])
+    for name, w in final.items():
+        assert torch.equal(w[~model.pruner.mask[name]], torch.zeros(int((~model.pruner.mask[name]).sum())))
+    ticket = _load(osp.join(exp, 'models', 'net_g_round1_best.pth'))
+    assert ticket['ticket']['iter'] >= 10 and ticket['ticket']['schedule'] == 'gradual'

@@ -18,8 +18,9 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import get_dist_info
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from dupru_basicsr import registry
 from dupru_basicsr.options import PruningConfig
-from dupru_basicsr.pruning import Pruner, RoundSchedule
+from dupru_basicsr.pruning import GradualSchedule, Pruner, RoundSchedule
 from dupru_basicsr.utils.checkpoint import atomic_save
 
 
@@ -32,8 +33,11 @@ class DUPruModel(SRModel):
         self._optim_opt = deepcopy(self.opt['train']['optim_g'])
         self._scheduler_opt = deepcopy(self.opt['train']['scheduler'])
         cfg = self.prune_cfg = PruningConfig.from_opt(self.opt.get('pruning'))
-        self.pruner = Pruner(self.get_bare_model(self.net_g), cfg.targets, cfg.method, cfg.eps, cfg.scope)
+        self.pruner = Pruner(self.get_bare_model(self.net_g), cfg.resolve_targets(self.opt['network_g']['type']),
+                             cfg.method, cfg.eps, cfg.scope, lookup=registry.lookup)
         self.rounds = RoundSchedule(cfg.round_lengths, cfg.rate, cfg.rewind_iter)
+        # gradual pruning (Zhu & Gupta): one round, masks tighten in place on a cubic sparsity ramp
+        self.gradual = GradualSchedule(**cfg.gradual) if cfg.gradual else None
         if cfg.rewind_iter in (None, 0):
             self.pruner.snapshot()  # W0: the initialisation (or the pretrained weights) before any training
         self.round_best = {}  # round -> {'val', 'iter'} of the ticket metric
@@ -86,7 +90,17 @@ class DUPruModel(SRModel):
         if get_dist_info()[0] == 0:
             self.pruner.mask.save(osp.join(self.opt['path']['models'], f'masks_round{round_idx + 1}.pth'))
 
+    def _gradual_prune(self, current_iter):
+        target = self.gradual.sparsity_at(current_iter)
+        self.pruner.prune(sparsity=target)
+        if self.ema_decay > 0:
+            self.pruner.apply_mask(self.get_bare_model(self.net_g_ema))
+        get_root_logger().info(f'Gradual pruning at iter {current_iter}: target sparsity {100 * target:.2f}%, body '
+                               f'sparsity {100 * self.pruner.mask.sparsity():.2f}%')
+
     def update_learning_rate(self, current_iter, warmup_iter=-1):
+        if self.gradual is not None and self.gradual.is_prune_iter(current_iter):
+            self._gradual_prune(current_iter)
         if self.rounds.needs_prune(current_iter):
             self._start_round(self.rounds.round_of(current_iter))
         if self.finetune_lr is not None and self.rounds.round > 0:
@@ -138,6 +152,8 @@ class DUPruModel(SRModel):
         first_val = next(k for k in self.opt['datasets'] if k.startswith('val'))
         if dataset_name != self.opt['datasets'][first_val]['name']:
             return  # tickets are chosen on the first validation set
+        if self.gradual is not None and current_iter < self.gradual.end_iter:
+            return  # a gradual run's ticket must have its final sparsity
         best = self.round_best.get(r)
         if best is None or (value >= best['val'] if better == 'higher' else value <= best['val']):
             self.round_best[r] = {'val': value, 'iter': current_iter}
@@ -157,6 +173,8 @@ class DUPruModel(SRModel):
             'metric': metric,
             'value': value,
             'kept_fraction': 1 - self.pruner.mask.sparsity(),
+            'rewind': self.prune_cfg.rewind,
+            'schedule': 'gradual' if self.gradual else 'rounds',
             'method': self.prune_cfg.method,
         }
         atomic_save(ticket, osp.join(self.opt['path']['models'], f'net_g_round{r + 1}_best.pth'))

@@ -21,11 +21,12 @@ class Pruner:
       get back their exact previous value and pruned entries are exactly 0.0, whatever the optimizer does.
     """
 
-    def __init__(self, model, targets=('body.*.weight', ), method='dupru', eps=1e-6, scope='layer'):
-        # method / scope: a built-in name, or a callable (a custom freeze rule `(weight, keep_mask, eps) -> bool
-        # tensor`, or a threshold strategy `(weights, mask, rate=None, sparsity=None) -> (Mask, thresholds)`)
-        self.freeze_rule = self._resolve(method, FREEZE_RULES, 'method')
-        self.strategy = self._resolve(scope, STRATEGIES, 'scope')
+    def __init__(self, model, targets=('body.*.weight', ), method='dupru', eps=1e-6, scope='layer', lookup=None):
+        # method / scope: a name, or a callable (a custom freeze rule `(weight, keep_mask, eps) -> bool tensor`, or a
+        # threshold strategy `(weights, mask, rate=None, sparsity=None) -> (Mask, thresholds)`). Names resolve with
+        # `lookup(name, kind)` (kind 'freeze' or 'scope'; e.g. dupru_basicsr.registry.lookup), else the built-ins.
+        self.freeze_rule = self._resolve(method, FREEZE_RULES, 'freeze', lookup)
+        self.strategy = self._resolve(scope, STRATEGIES, 'scope', lookup)
         self.model = model
         self.targets = list(targets)
         self.params = select_targets(model, self.targets)
@@ -40,10 +41,13 @@ class Pruner:
         self._handles = []
 
     @staticmethod
-    def _resolve(rule, builtins, what):
+    def _resolve(rule, builtins, kind, lookup):
         if callable(rule):
             return rule
+        if lookup is not None:
+            return lookup(rule, kind)
         if rule not in builtins:
+            what = 'method' if kind == 'freeze' else 'scope'
             raise ValueError(f'Unknown pruning {what} "{rule}"; use one of {", ".join(builtins)} or pass a callable.')
         return builtins[rule]
 

@@ -1,16 +1,38 @@
-"""Atomic checkpoint writes and a resume-state finder that skips corrupt files."""
+"""Atomic checkpoint writes, safe loading, and a resume-state finder that skips corrupt files.
+
+Test-only crash hook: `kill_point(where, what)` sends SIGKILL to this process when the environment variable
+`DUPRU_TEST_KILL_AT` equals `<where>:<what>` (e.g. `save:8.state`, `after_step:5`); it does nothing otherwise. The
+crash tests use it to kill a training run at exact places (inside a save, at a round boundary); the points are
+listed where it is called (`atomic_save` here, the training loop in `dupru_basicsr.train`).
+"""
 import glob
 import os
 import os.path as osp
+import signal
 import tempfile
 import torch
+import zipfile
+
+KILL_ENV = 'DUPRU_TEST_KILL_AT'
+
+
+class ResumeError(RuntimeError):
+    """No usable training state to resume from (all candidates are unreadable or inconsistent)."""
+
+
+def kill_point(where, what):
+    """Test-only: SIGKILL this process if `DUPRU_TEST_KILL_AT` is `<where>:<what>`; inert when it is unset."""
+    spec = os.environ.get(KILL_ENV)
+    if spec and spec == f'{where}:{what}':
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def atomic_save(obj, path):
     """`torch.save` to a temporary file in the same folder, fsync, then rename over `path`.
 
     A reader (or a resumed run after a kill) sees either the old complete file or the new complete file, never a
-    half-written one.
+    half-written one. Temporary files are named `.<name>.<random>.tmp`; `remove_stale_temp_files` cleans up those
+    a killed run left behind.
     """
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -19,6 +41,7 @@ def atomic_save(obj, path):
         with os.fdopen(fd, 'wb') as f:
             torch.save(obj, f)
             f.flush()
+            kill_point('save', osp.basename(path))  # test hook: killed with the data written but not renamed
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -35,6 +58,44 @@ def atomic_save(obj, path):
         pass
 
 
+def remove_stale_temp_files(*folders):
+    """Delete the `.*.tmp` files a killed `atomic_save` left in `folders`; returns their paths."""
+    removed = []
+    for folder in folders:
+        for path in glob.glob(osp.join(glob.escape(folder), '.*.tmp')):
+            try:
+                os.remove(path)
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
+
+
+def verify_crc(path):
+    """Check the CRC-32 of every record of a (zip-format) torch file; `torch.load` does not, so damage inside the
+    tensor data would otherwise load silently. Files that are not zip archives are left to `torch.load`."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return  # legacy (non-zip) format or truncated: torch.load accepts or rejects it
+    if bad is not None:
+        raise RuntimeError(f'record {bad} fails its CRC check')
+
+
+def load_checkpoint(path, map_location='cpu'):
+    """`torch.load(path, weights_only=True)` after a CRC check, with a message naming the file when it is
+    truncated or corrupt."""
+    try:
+        verify_crc(path)
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 - truncated zip, bad CRC, bad pickle, unsafe global...
+        raise RuntimeError(f'{path} cannot be loaded ({type(e).__name__}: {e}); it is truncated, corrupt or not a '
+                           'checkpoint written by this package.') from e
+
+
 def _state_iter(path):
     try:
         return int(osp.basename(path).split('.state')[0])
@@ -42,28 +103,49 @@ def _state_iter(path):
         return None
 
 
+def check_resume_pair(state_path, state, models_dir):
+    """Raise ValueError unless `state` is a training state whose network checkpoint next to it loads."""
+    it = _state_iter(state_path)
+    if not isinstance(state, dict) or 'iter' not in state:
+        raise ValueError('it is not a BasicSR training state (no "iter")')
+    if it is not None and state['iter'] != it:
+        raise ValueError(f'it records iteration {state["iter"]}')
+    net_path = osp.join(models_dir, f'net_g_{state["iter"]}.pth')
+    if not osp.isfile(net_path):
+        raise ValueError(f'its network checkpoint {net_path} is missing')
+    net = load_checkpoint(net_path)
+    if not isinstance(net, dict) or 'params' not in net:
+        raise ValueError(f'its network checkpoint {net_path} has no "params"')
+
+
 def find_resume_state(opt):
     """Newest readable training state of an experiment, with its network checkpoint present and readable.
 
-    Returns (path, state) or (None, None). A corrupt or truncated newest state is reported and the previous one is
-    tried, so that `--auto_resume` survives a crash during a save.
+    Returns (path, state), or (None, None) when there is no training state at all. A corrupt or truncated newest
+    state (or net_g_<iter>.pth) is reported and the previous one is tried, so that `--auto_resume` survives a crash
+    during a save. When states exist but none is usable this raises ResumeError rather than starting afresh.
     """
     from dupru_basicsr.compat import load_training_state
-    state_dir = osp.join(opt['path'].get('experiments_root') or osp.join('experiments', opt['name']),
-                         'training_states')
+    state_dir = opt['path'].get('training_states') or osp.join(
+        opt['path'].get('experiments_root') or osp.join('experiments', opt['name']), 'training_states')
     models_dir = opt['path'].get('models') or osp.join(osp.dirname(state_dir), 'models')
-    candidates = [(it, p) for p in glob.glob(osp.join(state_dir, '*.state')) if (it := _state_iter(p)) is not None]
+    candidates = [(it, p) for p in glob.glob(osp.join(glob.escape(state_dir), '*.state'))
+                  if (it := _state_iter(p)) is not None]
+    skipped = []
     for it, path in sorted(candidates, reverse=True):
         try:
             state = load_training_state(path, opt.get('num_gpu', 0))
-            if state.get('iter') != it:
-                raise ValueError(f'it records iteration {state.get("iter")}')
-            net_path = osp.join(models_dir, f'net_g_{it}.pth')
-            torch.load(net_path, map_location='cpu', weights_only=True)
+            check_resume_pair(path, state, models_dir)
         except Exception as e:  # noqa: BLE001 - any unreadable file means: try the previous one
-            print(f'Cannot resume from {path} ({type(e).__name__}: {e}); trying an older training state.', flush=True)
+            reason = f'{path}: {e}'
+            skipped.append(reason)
+            print(f'Cannot resume from {reason}. Trying an older training state.', flush=True)
             continue
         return path, state
+    if skipped:
+        raise ResumeError(f'--auto_resume found {len(skipped)} training state(s) in {state_dir} but none is usable:\n  '
+                          + '\n  '.join(skipped) + '\nRestore the files, pass -opt with path.resume_state of a good '
+                          'state, or move the experiment folder away to start afresh.')
     return None, None
 
 
@@ -82,6 +164,23 @@ def save_network(self, net, net_label, current_iter, param_key='params'):
         state_dict = self.get_bare_model(net_).state_dict()
         save_dict[key_] = {(k[7:] if k.startswith('module.') else k): v.cpu() for k, v in state_dict.items()}
     atomic_save(save_dict, save_path)
+
+
+def load_network(self, net, load_path, strict=True, param_key='params'):
+    """`BaseModel.load_network` with `weights_only=True` and a clear error for an unreadable file."""
+    from basicsr.utils import get_root_logger
+    logger = get_root_logger()
+    net = self.get_bare_model(net)
+    load_net = load_checkpoint(load_path)
+    if param_key is not None:
+        if param_key not in load_net and 'params' in load_net:
+            param_key = 'params'
+            logger.info('Loading: params_ema does not exist, use params.')
+        load_net = load_net[param_key]
+    logger.info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
+    load_net = {(k[7:] if k.startswith('module.') else k): v for k, v in load_net.items()}
+    self._print_different_keys_loading(net, load_net, strict)
+    net.load_state_dict(load_net, strict=strict)
 
 
 def training_state(self, epoch, current_iter):
