@@ -122,10 +122,12 @@ def main():
     rewind_bytes = tensor_bytes(pruner.rewind_state.values())
     rewind_target_bytes = tensor_bytes(pruner.rewind_state[n] for n in pruner.params)
     mask_bytes = tensor_bytes(pruner.mask[n] for n in pruner.mask)
+    for p in pruner.params.values():
+        p.grad = torch.zeros_like(p)
     pruner.before_step()
     frozen, saved = pruner._step_cache
-    transient = tensor_bytes(frozen.values()) + tensor_bytes(saved)
-    pruner._step_cache = None
+    transient = tensor_bytes(frozen) + tensor_bytes(saved)
+    pruner.after_step()
 
     print(f'MSRResNet x4 (64 feat, 16 blocks), device {device}, batch {args.batch}, GT {args.gt_size}x{args.gt_size}, '
           f'torch {torch.__version__}, threads {torch.get_num_threads()}, {args.repeats} interleaved repeats')

@@ -575,8 +575,24 @@ def _new_figure(width=6.4, height=4.2):
 
 def _save_figure(fig, path):
     fig.tight_layout()
-    fig.savefig(path, format='png')
+    fig.savefig(path, format='png', bbox_inches='tight')
     return path
+
+
+def _many_lines(ax, count):
+    """Distinct colours for up to 20 lines (matplotlib's default cycle repeats after 10)."""
+    if count > 10:
+        from cycler import cycler
+        from matplotlib import colormaps
+        ax.set_prop_cycle(cycler(color=[colormaps['tab20'](i % 20) for i in range(count)]))
+
+
+def _legend(ax, count):
+    """Inside the axes for a few lines, beside them (not over the data) for many."""
+    if count > 6:
+        ax.legend(fontsize='small', loc='upper left', bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend()
 
 
 def _log_percent_axis(ax, values):
@@ -596,6 +612,7 @@ def _log_percent_axis(ax, values):
 def plot_round_curves(round_curves, dataset_name, path):
     fig = _new_figure()
     ax = fig.add_subplot(1, 1, 1)
+    _many_lines(ax, len(round_curves))
     for label, points in round_curves.items():
         points = sorted(points, key=lambda p: -p['kept_percent'])
         ax.plot([p['kept_percent'] for p in points], [p['psnr_rgb'] for p in points], marker='o', label=label)
@@ -605,7 +622,7 @@ def plot_round_curves(round_curves, dataset_name, path):
     ax.set_ylabel(f'PSNR (RGB) on {dataset_name} (dB)')
     ax.set_title('PSNR of each round\'s best ticket vs remaining weights')
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    _legend(ax, len(round_curves))
     return _save_figure(fig, path)
 
 
@@ -627,6 +644,7 @@ def plot_rate_curves(rate_curves, dataset_name, path):
 def plot_training_curves(training_curves, path):
     fig = _new_figure()
     ax = fig.add_subplot(1, 1, 1)
+    _many_lines(ax, len(training_curves))
     all_positive = True
     for label, curve in training_curves.items():
         ax.plot(curve['iter'], curve['l_pix'], label=label, linewidth=1)
@@ -637,7 +655,7 @@ def plot_training_curves(training_curves, path):
     ax.set_ylabel('l_pix')
     ax.set_title('Training loss (from the train logs)')
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    _legend(ax, len(training_curves))
     return _save_figure(fig, path)
 
 
@@ -758,7 +776,7 @@ def build_tables(results, highlight):
                               'Body sparsity (%)', 'Compressed size (MB)', 'Dense / compressed'],
                    'rows': rows,
                    'caption': f'{timing_note} Dense size: bytes of the fp32 state dict saved with torch.save; '
-                              'compressed: bit-packed non-zero mask + fp32 non-zero values per tensor (torch.save); '
+                              'compressed: dupru-export format (bit-packed non-zero masks + fp32 non-zero values); '
                               'MB = 10^6 bytes. Body sparsity: zeros in body.* weights.'})
     ticket_rows = []
     for label, points in results.round_curves.items():

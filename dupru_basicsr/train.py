@@ -218,7 +218,7 @@ def train_pipeline(root_path, on_iter=None):
             kill_point('after_lr', current_iter)
             model.feed_data(train_data)
             try:
-                model.optimize_parameters(current_iter)  # DUPruModel raises FloatingPointError itself
+                model.optimize_parameters(current_iter)
                 check_finite_loss(model, current_iter, last_saved)
             except FloatingPointError as e:
                 logger.error(str(e))

@@ -62,16 +62,26 @@ def write_options(opt, folder):
     return path
 
 
+def run_in(folder, opt, *extra):
+    """`dupru_basicsr.train.main` in-process on `opt`, with the current directory at `folder`; returns the model."""
+    import sys
+
+    from dupru_basicsr.train import main
+    cwd, argv = os.getcwd(), list(sys.argv)
+    os.chdir(folder)
+    try:
+        return main(['-opt', write_options(opt, folder), *extra])
+    finally:
+        os.chdir(cwd)
+        sys.argv = argv
+
+
 @pytest.fixture
-def run_train(tmp_path, monkeypatch):
+def run_train(tmp_path):
     """Train in-process with the current directory at tmp_path; returns (model, experiment folder)."""
-    monkeypatch.chdir(tmp_path)
 
     def run(opt, *extra):
-        from dupru_basicsr.train import main
-        path = write_options(opt, tmp_path)
-        model = main(['-opt', path, *extra])
-        return model, osp.join(str(tmp_path), 'experiments', opt['name'])
+        return run_in(tmp_path, opt, *extra), osp.join(str(tmp_path), 'experiments', opt['name'])
 
     return run
 

@@ -11,21 +11,9 @@ import subprocess
 import sys
 import pytest
 
-from conftest import shared_dataset, tiny_options, write_options
+from conftest import run_in, shared_dataset, tiny_options, write_options
 
 NAME = 'prev'  # every refused start reuses the name of the previous run, so a start that got through would archive it
-
-
-def _run_in(folder, opt, *extra):
-    """`dupru_basicsr.train.main` in-process, with the current directory at `folder`."""
-    from dupru_basicsr.train import main
-    cwd, argv = os.getcwd(), list(sys.argv)
-    os.chdir(folder)
-    try:
-        return main(['-opt', write_options(opt, folder), *extra])
-    finally:
-        os.chdir(cwd)
-        sys.argv = argv
 
 
 @pytest.fixture(scope='module')
@@ -34,7 +22,7 @@ def previous_run(tmp_path_factory):
     root = tmp_path_factory.mktemp('previous')
     opt = tiny_options(NAME, 'DUPruModel', pruning={'rounds': 2, 'iters_per_round': 1, 'rate': 30}, total_iter=2,
                        val_set=None, save_freq=1)
-    _run_in(root, opt)
+    run_in(root, opt)
     exp = root / 'experiments' / NAME
     assert (exp / 'models' / 'net_g_2.pth').is_file() and (exp / 'training_states' / '2.state').is_file()
     return exp
@@ -77,7 +65,7 @@ def _refused(workdir, opt, pattern, *extra):
     from dupru_basicsr.options import OptionError
     tmp_path, before = workdir
     with pytest.raises(OptionError, match=pattern) as info:
-        _run_in(tmp_path, opt, *extra)
+        run_in(tmp_path, opt, *extra)
     _assert_untouched(tmp_path, before)
     return str(info.value)
 
@@ -88,7 +76,7 @@ def test_control_a_valid_start_does_archive_the_previous_run(workdir):
     opt = _valid()
     opt['train']['total_iter'] = 2
     opt['pruning'].update(rounds=2, iters_per_round=1)
-    _run_in(tmp_path, opt)
+    run_in(tmp_path, opt)
     names = os.listdir(tmp_path / 'experiments')
     assert NAME in names and any(n.startswith(f'{NAME}_archived_') for n in names)
     with pytest.raises(AssertionError):

@@ -7,7 +7,6 @@ Round boundaries happen in `update_learning_rate`, which BasicSR calls first in 
 iteration of round r (r >= 1) the model prunes from the current weights, rewinds, builds a fresh optimizer and LR
 schedule (the `train.scheduler` section describes one round) and re-seeds EMA from the rewound weights.
 """
-import math
 import os.path as osp
 import torch
 from copy import deepcopy
@@ -113,18 +112,11 @@ class DUPruModel(SRModel):
         super().optimize_parameters(current_iter)  # the optimizer hooks keep pruned/frozen entries in place
         if self.ema_decay > 0:
             self.pruner.apply_mask(self.get_bare_model(self.net_g_ema))
-        bad = {k: v for k, v in self.log_dict.items() if not math.isfinite(v)}
-        if bad:
-            raise FloatingPointError(f'Non-finite loss {bad} at iteration {current_iter} (round '
-                                     f'{self.rounds.round + 1}); stopping before anything is saved. The last saved '
-                                     'checkpoint is intact: lower the learning rate or check the data, then resume '
-                                     'with --auto_resume.')
         if self.rounds.round == 0 and self.rounds.is_snapshot_iter(current_iter):
             self.pruner.snapshot()  # late rewinding point W_k
-        stats = self.pruner.stats()
         self.log_dict['round'] = float(self.rounds.round + 1)
-        self.log_dict['body_sparsity'] = stats['target_sparsity']
-        self.log_dict['frozen'] = stats['frozen_fraction']
+        self.log_dict['body_sparsity'] = self.pruner.mask.sparsity()
+        self.log_dict['frozen'] = self.pruner.frozen_fraction()
 
     def is_round_end(self, current_iter):
         return self.rounds.is_round_end(current_iter)

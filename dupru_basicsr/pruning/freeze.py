@@ -12,7 +12,7 @@ step, because momentum and weight decay move weights whose gradient is zero.
 
 
 def frozen_dupru(weight, keep_mask, eps):
-    return weight.abs() < eps
+    return (weight < eps) & (weight > -eps)  # |W| < eps without a float temporary
 
 
 def frozen_upru(weight, keep_mask, eps):

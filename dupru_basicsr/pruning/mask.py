@@ -7,6 +7,7 @@ class Mask:
     """An ordered dict name -> bool tensor (True = kept), with sparsity statistics and save/load."""
 
     def __init__(self, keep_masks):
+        self._num_kept = None  # cached: masks are only replaced through load_state_dict
         self._masks = OrderedDict()
         for name, m in keep_masks.items():
             if m.dtype != torch.bool:
@@ -34,7 +35,9 @@ class Mask:
 
     def num_kept(self):
         """Surviving entries in all masks (an int)."""
-        return int(sum(int(m.sum()) for m in self._masks.values()))
+        if self._num_kept is None:
+            self._num_kept = int(sum(int(m.sum()) for m in self._masks.values()))
+        return self._num_kept
 
     def numel(self):
         return sum(m.numel() for m in self._masks.values())
@@ -57,6 +60,7 @@ class Mask:
                 raise ValueError(f'Mask "{n}": saved {m.dtype}{tuple(m.shape)}, expected bool'
                                  f'{tuple(self._masks[n].shape)}.')
             self._masks[n] = m.to(self._masks[n].device)
+        self._num_kept = None
 
     def to(self, device):
         return Mask(OrderedDict((n, m.to(device)) for n, m in self._masks.items()))

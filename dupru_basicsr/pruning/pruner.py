@@ -102,28 +102,28 @@ class Pruner:
         return self._frozen_count / max(self.mask.numel(), 1)
 
     def before_step(self, *args, **kwargs):
-        frozen = self.frozen_masks()
-        saved = []
+        # Frozen = the rule's entries plus the pruned ones. Their gradients are zeroed (paper eq. 4), and after the
+        # step they get back the values saved here, which makes them bit-identical (pruned ones exactly 0.0: prune,
+        # rewind and resume apply the mask) whatever momentum or weight decay do.
         with torch.no_grad():
-            for name, p in self.params.items():
-                f = frozen[name]
+            params = list(self.params.values())
+            frozen = [self.freeze_rule(p, self.mask[n], self.eps) | ~self.mask[n] for n, p in self.params.items()]
+            for p, f in zip(params, frozen):
                 if p.grad is not None:
                     p.grad.masked_fill_(f, 0.0)
-                # Pruned entries are restored to 0 from the mask; only live frozen entries need their value kept.
-                saved.append(torch.where(f, p, torch.zeros_like(p)))
+            # One buffer for all saved values: a tensor-sized allocation per target per step costs more than the
+            # copy itself on a CPU (fresh pages every time), and the copy needs no host sync on CUDA.
+            flat = torch.empty(sum(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device)
+            saved = [v.view_as(p) for v, p in zip(flat.split([p.numel() for p in params]), params)]
+            torch._foreach_copy_(saved, [p.detach() for p in params])
         self._step_cache = (frozen, saved)
 
     def after_step(self, *args, **kwargs):
-        frozen, saved = self._step_cache
-        self._step_cache = None
-        count = 0
+        (frozen, saved), self._step_cache = self._step_cache, None
         with torch.no_grad():
-            for (name, p), old in zip(self.params.items(), saved):
-                f = frozen[name]
-                p.copy_(torch.where(f, old, p))
-                p.masked_fill_(~self.mask[name], 0.0)  # pruned means exactly 0.0, even if it was not before
-                count += f.sum()
-        self._frozen_count = int(count)
+            for p, f, old in zip(self.params.values(), frozen, saved):
+                torch.where(f, old, p.detach(), out=p.detach())
+            self._frozen_count = int(sum(f.sum() for f in frozen))
 
     def attach(self, optimizer):
         """Hook `optimizer` so that every step respects the masks and the freeze rule. Returns the hook handles."""
@@ -139,7 +139,8 @@ class Pruner:
 
     # ----------------------------------------------------------------------------------------------- state
     def stats(self):
-        """Sparsity numbers for logs: targets, whole model, per layer, frozen fraction."""
+        """Sparsity numbers for logs: targets, whole model, per layer, frozen fraction (not for every step: it
+        counts every mask)."""
         total = sum(p.numel() for p in self.model.parameters())
         pruned = self.mask.numel() - self.mask.num_kept()
         return {
