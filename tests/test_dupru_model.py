@@ -91,7 +91,7 @@ def test_upru_freezes_negative_weights_dupru_updates_them(run_train):
     assert changed['dupru'][0] > 0.9 * changed['dupru'][1]
 
 
-def test_checkpoints_load_into_stock_msrresnet_and_basicsr_test_reproduces_psnr(run_train, tmp_path):
+def test_checkpoints_load_into_stock_msrresnet_and_basicsr_test_reproduces_psnr(run_train, tmp_path, monkeypatch):
     from basicsr.archs.srresnet_arch import MSRResNet
 
     from dupru_basicsr.test import main as test_main
@@ -110,6 +110,7 @@ def test_checkpoints_load_into_stock_msrresnet_and_basicsr_test_reproduces_psnr(
     }
     test_yml = tmp_path / 'test.yml'
     test_yml.write_text(yaml.safe_dump(test_opt))
+    monkeypatch.chdir(tmp_path)  # results/ go to the current directory
     test_main(['-opt', str(test_yml)])
     log = open(glob.glob(str(tmp_path / 'results' / 'stock_load_test' / 'test_*.log'))[0]).read()
     psnr = float(log.split('# psnr: ')[1].split()[0])
@@ -148,13 +149,14 @@ def test_interrupted_and_resumed_equals_uninterrupted(run_train, monkeypatch, st
             assert torch.equal(a[k], b[k]), k
 
 
-def test_total_iter_must_match_schedule(run_train):
+def test_total_iter_must_match_schedule(run_train, tmp_path):
     from dupru_basicsr.options import OptionError
     opt = _pruned_opt('bad_total', 'dupru')
     opt['train']['total_iter'] = 13
     with pytest.raises(OptionError, match=r'train.total_iter is 13 but rounds \(3\) x iters_per_round \(4\) = 12'):
         run_train(opt)
-    assert not osp.exists('experiments/bad_total')
+    assert not osp.exists(tmp_path / 'experiments' / 'bad_total')
+    assert not osp.exists(tmp_path / 'experiments')
 
 
 def test_rewind_none_keeps_trained_weights_and_lr(run_train):
