@@ -276,7 +276,8 @@ def main(argv=None):
         sys.argv = [sys.argv[0]] + list(argv)
         return train_pipeline(os.getcwd())
     try:
-        return train_pipeline(os.getcwd())
+        train_pipeline(os.getcwd())
+        return 0  # the console script passes this to sys.exit
     except (OptionError, ResumeError) as e:
         print(f'dupru-train: error: {e}', file=sys.stderr, flush=True)
         sys.exit(2)
