@@ -107,7 +107,7 @@ class Pruner:
         # rewind and resume apply the mask) whatever momentum or weight decay do.
         with torch.no_grad():
             params = list(self.params.values())
-            frozen = [self.freeze_rule(p, self.mask[n], self.eps) | ~self.mask[n] for n, p in self.params.items()]
+            frozen = list(self.frozen_masks().values())
             for p, f in zip(params, frozen):
                 if p.grad is not None:
                     p.grad.masked_fill_(f, 0.0)
