@@ -1,7 +1,8 @@
 """dupru-basicsr: DUPru / UPru / IMP pruning for BasicSR super-resolution networks.
 
-Importing the package applies the BasicSR compatibility shims (see `dupru_basicsr.compat`) and, when BasicSR is
-installed, registers `DUPruModel` in BasicSR's MODEL_REGISTRY. The pruning core (`dupru_basicsr.pruning`) is pure
+Importing the package applies the BasicSR compatibility shims (see `dupru_basicsr.compat`: fixes of what crashes on
+current stacks, nothing that changes what other BasicSR models save or load) and, when BasicSR is installed,
+registers `DUPruModel` in BasicSR's MODEL_REGISTRY. The pruning core (`dupru_basicsr.pruning`) is pure
 PyTorch and does not need BasicSR.
 """
 import importlib.util
@@ -14,3 +15,4 @@ compat.apply()
 
 if importlib.util.find_spec('basicsr') is not None:
     from dupru_basicsr import models  # noqa: F401,E402  (registers DUPruModel)
+    compat.patch_cpu_resume()

@@ -1,20 +1,27 @@
 """Compatibility shims that let BasicSR 1.4.2 run on current torch/torchvision and on machines without CUDA.
 
-`apply()` runs when `dupru_basicsr` is imported, before anything imports basicsr. Each shim is idempotent and only
-acts when the problem it fixes is present, so on an old stack (torchvision < 0.17, CUDA machine) it does nothing.
+What importing `dupru_basicsr` does (only fixes of what crashes; other BasicSR models save and load as before):
 
 1. torchvision >= 0.17 removed `torchvision.transforms.functional_tensor`; `basicsr.data.degradations` imports
-   `rgb_to_grayscale` from it at import time, so `import basicsr` fails. We register the private successor module
-   (`torchvision.transforms._functional_tensor`) under the old name.
-2. `basicsr.train.load_resume_state` maps the resume state onto `torch.cuda.current_device()`, which raises without
-   CUDA, and relies on `torch.load`'s old unpickling default. We replace it with `load_resume_state` below: maps to
-   the device the run uses and loads with `weights_only=True` (allowing the `collections.Counter` that BasicSR's
-   MultiStepRestartLR keeps in its state).
-3. `--launcher pytorch` calls `torch.cuda.set_device` and BaseModel wraps DDP with a CUDA device id; without CUDA
-   we use the gloo backend and a CPU DistributedDataParallel instead.
-4. BaseModel writes checkpoints and training states with a plain `torch.save` (a kill mid-write leaves a truncated
-   file that `--auto_resume` then picks): we write them atomically (temp file, fsync, rename) instead, and load
-   networks with `weights_only=True`.
+   `rgb_to_grayscale` from it at import time, so `import basicsr` fails. `apply()` registers the private successor
+   module (`torchvision.transforms._functional_tensor`) under the old name.
+2. `torch.load(weights_only=True)` (torch >= 2.6's default) refuses BasicSR training states (MultiStepRestartLR
+   keeps a `collections.Counter`): `apply()` allows that class.
+3. `basicsr.train.load_resume_state` calls `torch.cuda.current_device()`, which raises without CUDA:
+   `patch_cpu_resume()` replaces it with `load_resume_state_cpu_safe`, the same function that maps the state onto
+   the CPU when there is no CUDA (with CUDA it is BasicSR's own). This reaches every caller of
+   `basicsr.train.train_pipeline`; a checkout's `python basicsr/train.py` runs its own copy (`__main__`), which
+   no import can reach.
+
+What `dupru-train` (and `dupru-test`) add on top, for their own process only (`patch_basicsr()`):
+
+4. its `load_resume_state` below: `--auto_resume` takes the newest *usable* training state;
+5. `--launcher pytorch` calls `torch.cuda.set_device` and BaseModel wraps DDP with a CUDA device id; without CUDA
+   we use the gloo backend and a CPU DistributedDataParallel instead;
+6. BaseModel writes checkpoints and training states with a plain `torch.save` (a kill mid-write leaves a truncated
+   file that `--auto_resume` then picks): every model of the run writes them atomically (temp file, fsync, rename)
+   instead, and loads networks with `weights_only=True`. DUPruModel does so itself under any loop
+   (`utils.checkpoint.AtomicCheckpointMixin`).
 """
 import collections
 import importlib
@@ -122,8 +129,58 @@ def load_resume_state(opt):
     return resume_state
 
 
+def load_resume_state_cpu_safe(opt):
+    """BasicSR 1.4.2's `basicsr.train.load_resume_state`, except that without CUDA the state is mapped onto the CPU
+    (BasicSR's calls `torch.cuda.current_device()`, which raises there). With CUDA it is BasicSR's own function."""
+    import os.path as osp
+
+    from basicsr.utils import check_resume, scandir
+    if torch.cuda.is_available() and _STOCK_LOAD_RESUME_STATE is not None:
+        return _STOCK_LOAD_RESUME_STATE(opt)
+    resume_state_path = None
+    if opt['auto_resume']:
+        state_path = osp.join('experiments', opt['name'], 'training_states')
+        if osp.isdir(state_path):
+            states = list(scandir(state_path, suffix='state', recursive=False, full_path=False))
+            if len(states) != 0:
+                states = [float(v.split('.state')[0]) for v in states]
+                resume_state_path = osp.join(state_path, f'{max(states):.0f}.state')
+                opt['path']['resume_state'] = resume_state_path
+    elif opt['path'].get('resume_state'):
+        resume_state_path = opt['path']['resume_state']
+    if resume_state_path is None:
+        return None
+    resume_state = torch.load(resume_state_path, map_location='cpu')
+    check_resume(opt, resume_state['iter'])
+    return resume_state
+
+
+_STOCK_LOAD_RESUME_STATE = None
+
+
+def patch_cpu_resume():
+    """Import-time fix 3: `basicsr.train.load_resume_state` works without CUDA. Returns True when it is in place.
+
+    Does nothing while `basicsr.models` is still being imported: in a checkout registered with `dupru-register`,
+    BasicSR's model scan imports `dupru_basicsr`, and `basicsr.train` cannot be imported before that scan ends
+    (the checkout's `python basicsr/train.py` runs its own copy of the function anyway). Leaves alone a function
+    that is not BasicSR's (e.g. `dupru-train`'s, set by `patch_basicsr`).
+    """
+    global _STOCK_LOAD_RESUME_STATE
+    models = sys.modules.get('basicsr.models')
+    if models is None or not hasattr(models, 'build_model'):
+        return False
+    import basicsr.train
+    current = basicsr.train.load_resume_state
+    if getattr(current, '__module__', None) == 'basicsr.train':
+        _STOCK_LOAD_RESUME_STATE = current
+        basicsr.train.load_resume_state = load_resume_state_cpu_safe
+    return True
+
+
 def patch_basicsr():
-    """Patch BasicSR functions that assume CUDA. Safe to call many times; imports basicsr."""
+    """`dupru-train`'s and `dupru-test`'s patches of BasicSR (4-6 above) for their own process. Safe to call many
+    times; imports basicsr."""
     import basicsr.train
     import basicsr.utils.dist_util
     from basicsr.models.base_model import BaseModel

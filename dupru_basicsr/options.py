@@ -461,3 +461,96 @@ def check_pruning_options(opt):
         except ValueError as e:
             raise OptionError(f'pruning.targets: {e} Fix the pattern (fnmatch syntax, e.g. body.*.weight).') from None
     return cfg
+
+
+# ---------------------------------------------------------------------------------------------------- resume checks
+# The pruning options that change the result of a run, as `resume_config` records them in every training state;
+# (key, how the message names it). `plugins` is not one (it only imports modules).
+RESUME_KEYS = (
+    ('method', 'pruning.method'),
+    ('targets', 'pruning.targets (resolved patterns)'),
+    ('rate', 'pruning.rate'),
+    ('round_lengths', 'pruning.rounds x iters_per_round / schedule (iterations of each round)'),
+    ('eps', 'pruning.eps'),
+    ('scope', 'pruning.scope'),
+    ('rewind', 'pruning.rewind'),
+    ('start_iter', 'pruning.start_iter'),
+    ('end_iter', 'pruning.end_iter'),
+    ('final_sparsity', 'pruning.final_sparsity'),
+    ('frequency', 'pruning.frequency'),
+)
+
+
+def resume_config(opt, cfg=None):
+    """The normalized pruning settings of a run (plain types, `RESUME_KEYS`): what a resume must not change.
+
+    Different spellings of one schedule (rounds x iters_per_round or the same list in schedule) compare equal."""
+    cfg = cfg or PruningConfig.from_opt(opt.get('pruning'))
+    gradual = cfg.gradual or {}
+    return {
+        'method': str(cfg.method),
+        'targets': [str(t) for t in cfg.resolve_targets((opt.get('network_g') or {}).get('type'))],
+        'rate': float(cfg.rate),
+        'round_lengths': [int(n) for n in cfg.round_lengths],
+        'eps': float(cfg.eps),
+        'scope': str(cfg.scope),
+        'rewind': str(cfg.rewind),
+        'start_iter': gradual.get('start_iter'),
+        'end_iter': gradual.get('end_iter'),
+        'final_sparsity': None if gradual.get('final_sparsity') is None else float(gradual['final_sparsity']),
+        'frequency': gradual.get('frequency'),
+    }
+
+
+def _recorded_config(pruning):
+    """The settings a training state records: its `config`, or for states written before it existed, what its
+    pruner and round schedule keep (method, targets, rate, schedule, eps, scope; a late-rewinding point)."""
+    if 'config' in pruning:
+        return dict(pruning['config'])
+    pruner, rounds = pruning.get('pruner') or {}, pruning.get('rounds') or {}
+    old = {'method': pruner.get('method'), 'targets': pruner.get('targets'), 'rate': rounds.get('rate'),
+           'round_lengths': rounds.get('lengths'), 'eps': pruner.get('eps'), 'scope': pruner.get('scope')}
+    if rounds.get('rewind_iter') is not None:
+        old['rewind'] = f'iter_{rounds["rewind_iter"]}'
+    old = {k: v for k, v in old.items() if v is not None}
+    for k in ('rate', 'eps'):
+        if k in old:
+            old[k] = float(old[k])
+    if 'round_lengths' in old:
+        old['round_lengths'] = [int(n) for n in old['round_lengths']]
+    if 'targets' in old:
+        old['targets'] = [str(t) for t in old['targets']]
+    return old
+
+
+def check_resume_options(opt, resume_state):
+    """Refuse to resume a DUPruModel run whose pruning options changed in a way that alters the result.
+
+    Raises one OptionError that lists every changed key with its old and new value. A training state without a
+    pruning state (written by another model, or by a DUPruModel under BasicSR's loop before the model saved its
+    state itself) is refused too. States written before the config was recorded are checked on what they record,
+    and the keys they do not record (rewind, gradual settings) are named in a warning. Returns the list of keys
+    that could not be checked. No-op for models other than DUPruModel or without a resume state.
+    """
+    if resume_state is None or not _is_pruning_model(opt.get('model_type')):
+        return []
+    where = (opt.get('path') or {}).get('resume_state') or 'the training state'
+    pruning = resume_state.get('pruning') if isinstance(resume_state, dict) else None
+    if not isinstance(pruning, dict):
+        raise OptionError(f'{where} has no pruning state (it was written by another model, or by a DUPruModel run '
+                          'of an older dupru-basicsr under BasicSR\'s own loop); it cannot continue the round '
+                          'schedule. Resume a DUPruModel run from its own training_states, or start it afresh '
+                          '(another name, or move the experiment folder away).')
+    old, new = _recorded_config(pruning), resume_config(opt)
+    changed = [f'{label}: {old[k]!r} -> {new[k]!r}' for k, label in RESUME_KEYS if k in old and old[k] != new[k]]
+    if changed:
+        raise OptionError(f'Cannot resume from {where}: these pruning options differ from the run being resumed, '
+                          'and a resumed run would mix two settings: ' + '; '.join(changed) + '. Restore them in the '
+                          'option file, or start a new run under another name.')
+    unchecked = [label for k, label in RESUME_KEYS if k not in old]
+    if unchecked:
+        import logging
+        logging.getLogger('basicsr').warning(
+            f'{where} was written by an older dupru-basicsr and does not record {", ".join(unchecked)}; they '
+            'cannot be checked against this run: make sure they are unchanged.')
+    return unchecked

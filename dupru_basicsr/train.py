@@ -32,7 +32,7 @@ import time
 
 import dupru_basicsr  # noqa: F401  (applies the compatibility shims and registers DUPruModel)
 from dupru_basicsr.compat import patch_basicsr, set_cpu_run
-from dupru_basicsr.options import OptionError, check_options
+from dupru_basicsr.options import OptionError, check_options, check_resume_options
 from dupru_basicsr.utils.checkpoint import ResumeError, atomic_save, kill_point, remove_stale_temp_files
 from dupru_basicsr.utils.log import reset_basicsr_logger
 
@@ -137,6 +137,7 @@ def train_pipeline(root_path, on_iter=None):
     check_options(opt)
 
     resume_state = load_resume_state(opt)
+    check_resume_options(opt, resume_state)
     stale = []
     if opt['rank'] == 0 and (opt['auto_resume'] or resume_state):
         # temporary files of saves that a kill interrupted (also before an --auto_resume that found no state

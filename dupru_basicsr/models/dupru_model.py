@@ -6,6 +6,12 @@ else (datasets, losses, EMA, validation, loggers, DDP, resume) is BasicSR's.
 Round boundaries happen in `update_learning_rate`, which BasicSR calls first in every iteration: at the first
 iteration of round r (r >= 1) the model prunes from the current weights, rewinds, builds a fresh optimizer and LR
 schedule (the `train.scheduler` section describes one round) and re-seeds EMA from the rewound weights.
+
+The model needs no help from its training loop (it works under BasicSR's own `train_pipeline`, a checkout's
+`basicsr/train.py` and `dupru-train` alike): the `pruning:` section is checked when the model is built; the last
+step of every round writes `models/net_g_round{r}_last.pth` (that round's end weights and masks); checkpoints and
+`training_states/<iter>.state` (which holds the pruning state) are written atomically; `resume_training` restores
+the pruning state and refuses a changed pruning setting (`dupru_basicsr.options.check_resume_options`).
 """
 import os.path as osp
 import torch
@@ -18,20 +24,26 @@ from basicsr.utils.dist_util import get_dist_info
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from dupru_basicsr import registry
-from dupru_basicsr.options import PruningConfig
+from dupru_basicsr.options import PruningConfig, check_pruning_options, check_resume_options, resume_config
 from dupru_basicsr.pruning import GradualSchedule, Pruner, RoundSchedule
-from dupru_basicsr.utils.checkpoint import atomic_save
+from dupru_basicsr.utils.checkpoint import AtomicCheckpointMixin, atomic_save
 
 
 @MODEL_REGISTRY.register()
-class DUPruModel(SRModel):
+class DUPruModel(AtomicCheckpointMixin, SRModel):
     """SRModel with iterative magnitude pruning rounds, EPS-freezing and per-round tickets."""
+
+    def __init__(self, opt):
+        # Check the pruning: section (and that train.total_iter and network_g fit it) before anything is built, so
+        # that a bad section fails at once under any training loop, with the messages of dupru-train's check.
+        self.prune_cfg = check_pruning_options(opt) if opt.get('is_train') else None
+        super().__init__(opt)
 
     def init_training_settings(self):
         # BasicSR pops `type` out of these sections when it builds them; keep pristine copies for the per-round reset.
         self._optim_opt = deepcopy(self.opt['train']['optim_g'])
         self._scheduler_opt = deepcopy(self.opt['train']['scheduler'])
-        cfg = self.prune_cfg = PruningConfig.from_opt(self.opt.get('pruning'))
+        cfg = self.prune_cfg = self.prune_cfg or PruningConfig.from_opt(self.opt.get('pruning'))
         self.pruner = Pruner(self.get_bare_model(self.net_g), cfg.resolve_targets(self.opt['network_g']['type']),
                              cfg.method, cfg.eps, cfg.scope, lookup=registry.lookup)
         self.rounds = RoundSchedule(cfg.round_lengths, cfg.rate, cfg.rewind_iter)
@@ -46,6 +58,30 @@ class DUPruModel(SRModel):
         logger.info(f'Pruning: method {cfg.method}, scope {cfg.scope}, rewind {cfg.rewind}, rate {cfg.rate}%, '
                     f'{cfg.rounds} rounds of {cfg.round_lengths} iterations, eps {cfg.eps}; '
                     f'{len(self.pruner.params)} target tensors, {self.pruner.mask.numel():,d} weights.')
+        self._warn_about_frequencies(logger)
+
+    def _warn_about_frequencies(self, logger):
+        """Say what BasicSR's own loop will and will not keep when val_freq / save_checkpoint_freq do not divide
+        the round ends (it validates and saves only at their multiples; dupru-train also does so at round ends)."""
+        ends = [s + n for s, n in zip(self.rounds.starts, self.rounds.lengths)]
+        val_freq = int(self.opt['val']['val_freq']) if self.opt.get('val') and self.opt['val'].get('val_freq') else 0
+        if val_freq and any(e % val_freq for e in ends):
+            unvalidated = [r + 1 for r, e in enumerate(ends) if e % val_freq]
+            blind = [r + 1 for r, (s, e) in enumerate(zip(self.rounds.starts, ends)) if e // val_freq == s // val_freq]
+            logger.warning(
+                f'val.val_freq ({val_freq}) does not divide every round end (iterations {ends}). Under BasicSR\'s own '
+                f'training loop the end weights of round(s) {unvalidated} are not validated, so their '
+                'net_g_round{r}_best.pth is the best of the validations inside the round'
+                + (f', and round(s) {blind} are never validated and get no net_g_round{{r}}_best.pth' if blind else '')
+                + '. Every round still leaves models/net_g_round{r}_last.pth (its end weights and masks). dupru-train '
+                'validates at every round end; or choose a val_freq that divides the round length.')
+        save_freq = int(self.opt['logger']['save_checkpoint_freq'])
+        if any(e % save_freq for e in ends):
+            logger.warning(
+                f'logger.save_checkpoint_freq ({save_freq}) does not divide every round end (iterations {ends}). '
+                'Under BasicSR\'s own training loop net_g_<iter>.pth and training_states/<iter>.state are not written '
+                'at those round ends, so a resume may restart inside a round from the last multiple of it; the '
+                'round ends are kept as models/net_g_round{r}_last.pth. dupru-train also saves at every round end.')
 
     def setup_optimizers(self):
         super().setup_optimizers()
@@ -114,6 +150,8 @@ class DUPruModel(SRModel):
             self.pruner.apply_mask(self.get_bare_model(self.net_g_ema))
         if self.rounds.round == 0 and self.rounds.is_snapshot_iter(current_iter):
             self.pruner.snapshot()  # late rewinding point W_k
+        if self.rounds.is_round_end(current_iter):
+            self._save_round_last(current_iter)
         self.log_dict['round'] = float(self.rounds.round + 1)
         self.log_dict['body_sparsity'] = self.pruner.mask.sparsity()
         self.log_dict['frozen'] = self.pruner.frozen_fraction()
@@ -152,6 +190,16 @@ class DUPruModel(SRModel):
             self._save_ticket(r, current_iter, dataset_name, metric, value)
 
     def _save_ticket(self, r, current_iter, dataset_name, metric, value):
+        self._write_ticket(f'net_g_round{r + 1}_best.pth', r, current_iter, dataset=dataset_name, metric=metric,
+                           value=value)
+
+    def _save_round_last(self, current_iter):
+        """The weights and masks at the end of a round, whatever the loop validates or saves there."""
+        self._write_ticket(f'net_g_round{self.rounds.round + 1}_last.pth', self.rounds.round, current_iter)
+
+    def _write_ticket(self, file_name, r, current_iter, **info):
+        """models/<file_name>: stock `params` (and `params_ema`) loadable by BasicSR, plus `keep_masks` and what
+        the ticket is (`ticket`); rank 0 only."""
         if get_dist_info()[0] != 0:
             return
         ticket = {'params': self._cpu_state(self.net_g)}
@@ -161,15 +209,13 @@ class DUPruModel(SRModel):
         ticket['ticket'] = {
             'round': r + 1,
             'iter': current_iter,
-            'dataset': dataset_name,
-            'metric': metric,
-            'value': value,
+            **info,
             'kept_fraction': 1 - self.pruner.mask.sparsity(),
             'rewind': self.prune_cfg.rewind,
             'schedule': 'gradual' if self.gradual else 'rounds',
             'method': self.prune_cfg.method,
         }
-        atomic_save(ticket, osp.join(self.opt['path']['models'], f'net_g_round{r + 1}_best.pth'))
+        atomic_save(ticket, osp.join(self.opt['path']['models'], file_name))
 
     def _cpu_state(self, net):
         return {k: v.detach().cpu().clone() for k, v in self.get_bare_model(net).state_dict().items()}
@@ -182,13 +228,12 @@ class DUPruModel(SRModel):
             'rounds': self.rounds.state_dict(),
             'round_best': {int(k): dict(v) for k, v in self.round_best.items()},
             'finetune_lr': self.finetune_lr,
+            'config': resume_config(self.opt, self.prune_cfg),  # checked on resume (check_resume_options)
         }
         return state
 
     def resume_training(self, resume_state):
-        if 'pruning' not in resume_state:
-            raise ValueError('The resume state has no pruning state (was it written by SRModel?); resume a '
-                             'DUPruModel run with its own training_states, or start it afresh.')
+        check_resume_options(self.opt, resume_state)  # any loop: refuses a changed pruning setting, lists them all
         pruning = resume_state['pruning']
         self.rounds.load_state_dict(pruning['rounds'])
         self.pruner.load_state_dict(pruning['pruner'])

@@ -201,3 +201,16 @@ def save_training_state(self, epoch, current_iter):
         return
     save_path = osp.join(self.opt['path']['training_states'], f'{current_iter}.state')
     atomic_save(self.training_state(epoch, current_iter), save_path)
+
+
+class AtomicCheckpointMixin:
+    """The checkpoint methods above as methods of a BasicSR model: `class M(AtomicCheckpointMixin, SRModel)`.
+
+    A model that inherits them saves atomically and loads with `weights_only=True` under any training loop
+    (BasicSR's own `train_pipeline` included), and extends `training_state` to put its own state into
+    `training_states/<iter>.state`, without patching BaseModel for the other models of the process.
+    """
+    save_network = save_network
+    load_network = load_network
+    training_state = training_state
+    save_training_state = save_training_state
