@@ -360,3 +360,108 @@ def _print_run(exp):
                  key=lambda p: int(osp.basename(p)[:-len('.state')]))
     state = _load(newest)
     print(f'{newest}: {list(state)}; pruning: {list(state["pruning"])}; config: {state["pruning"]["config"]}')
+
+
+# ------------------------------------------------------------------------------------ construction, resume refusals
+def test_bad_pruning_section_fails_when_the_model_is_built_with_the_option_check_message():
+    from dupru_basicsr.models.dupru_model import DUPruModel
+    from dupru_basicsr.options import OptionError, check_pruning_options
+    for change, message in (({'rate': 150}, 'pruning.rate is 150'),
+                            ({'iters_per_round': 5}, 'train.total_iter is 12 but rounds (3) x iters_per_round (5)'),
+                            ({'targets': ['bdy.*.weight']}, 'pruning.targets: ')):
+        opt = _opt('bad')
+        opt['pruning'].update(change)
+        opt['is_train'] = True
+        with pytest.raises(OptionError) as checked:
+            check_pruning_options(opt)
+        with pytest.raises(OptionError) as built:
+            DUPruModel(opt)  # fails before BaseModel.__init__: nothing is built or loaded
+        assert str(built.value) == str(checked.value) and message in str(built.value)
+
+
+def test_resume_refuses_every_changed_result_option_in_one_message(tmp_path):
+    from dupru_basicsr.options import OptionError, check_resume_options, resume_config
+    opt = _opt('resume')
+    state = {'iter': 6, 'pruning': {'config': resume_config(opt)}}
+    assert check_resume_options(opt, state) == []
+    same = _opt('resume')  # the same schedule spelled as a list is the same setting
+    same['pruning'].pop('rounds'), same['pruning'].pop('iters_per_round')
+    same['pruning']['schedule'] = [E] * ROUNDS
+    same['pruning']['plugins'] = []  # imports modules only
+    assert check_resume_options(same, state) == []
+    changed = _opt('resume')
+    changed['pruning'].update(eps=1e-5, rewind='none', rate=20, scope='global', method='upru', rounds=2,
+                              targets=['body.0.*'])
+    changed['path']['resume_state'] = 'experiments/resume/training_states/6.state'
+    with pytest.raises(OptionError) as e:
+        check_resume_options(changed, state)
+    message = str(e.value)
+    assert message.startswith('Cannot resume from experiments/resume/training_states/6.state: ')
+    for part in ("pruning.method: 'dupru' -> 'upru'", "pruning.targets (resolved patterns): ['body.*.weight'] -> "
+                 "['body.0.*']", 'pruning.rate: 30.0 -> 20.0', 'iterations of each round): [4, 4, 4] -> [4, 4]',
+                 'pruning.eps: 1e-06 -> 1e-05', "pruning.scope: 'layer' -> 'global'",
+                 "pruning.rewind: 'init' -> 'none'"):
+        assert part in message, part
+    gradual = {'schedule': 'gradual', 'iters_per_round': 12, 'start_iter': 2, 'end_iter': 10,
+               'final_sparsity': 0.5, 'frequency': 2}
+    a, b = _opt('resume'), _opt('resume')
+    a['pruning'].update(gradual), b['pruning'].update(gradual, final_sparsity=0.6, frequency=3)
+    for o in (a, b):
+        o['pruning'].pop('rounds')
+    with pytest.raises(OptionError, match=r'pruning.final_sparsity: 0.5 -> 0.6; pruning.frequency: 2 -> 3\.'):
+        check_resume_options(b, {'iter': 6, 'pruning': {'config': resume_config(a)}})
+    with pytest.raises(OptionError, match='has no pruning state'):
+        check_resume_options(opt, {'iter': 6, 'epoch': 0, 'optimizers': [], 'schedulers': []})
+
+
+def test_old_state_without_config_is_checked_on_what_it_records(caplog):
+    from dupru_basicsr.options import OptionError, check_resume_options
+    old = {'pruner': {'method': 'dupru', 'targets': ['body.*.weight'], 'eps': 1e-6, 'scope': 'layer'},
+           'rounds': {'lengths': [E] * ROUNDS, 'rate': 30.0, 'rewind_iter': None, 'round': 1}}
+    opt = _opt('old')
+    unchecked = check_resume_options(opt, {'iter': 6, 'pruning': old})
+    assert unchecked[0] == 'pruning.rewind' and 'pruning.frequency' in unchecked
+    assert 'does not record pruning.rewind' in caplog.text
+    opt['pruning']['eps'] = 1e-4
+    with pytest.raises(OptionError, match=r'pruning.eps: 1e-06 -> 0.0001\.'):
+        check_resume_options(opt, {'iter': 6, 'pruning': old})
+
+
+def test_dupru_train_refuses_a_changed_eps_before_writing_anything(tmp_path):
+    """issue 17 item 5: a changed eps (or rewind) no longer resumes silently; dupru-train prints one error line."""
+    from dupru_basicsr.options import OptionError
+    opt = tiny_options('eps', 'DUPruModel', pruning={'rounds': 2, 'iters_per_round': 2, 'rate': 30}, total_iter=4,
+                       val_set=None, save_freq=2)
+    run_in(tmp_path, dict(opt, train=dict(opt['train'], total_iter=2), pruning=dict(opt['pruning'], rounds=1)))
+    exp = osp.join(str(tmp_path), 'experiments', 'eps')
+    state = _load(osp.join(exp, 'training_states', '2.state'))
+    assert state['pruning']['config']['eps'] == 1e-6
+    before = _tree(exp)
+    changed = dict(opt, pruning=dict(opt['pruning'], rounds=1, eps=1e-3, rewind='none'),
+                   train=dict(opt['train'], total_iter=2))
+    with pytest.raises(OptionError, match=r"pruning.eps: 1e-06 -> 0.001; pruning.rewind: 'init' -> 'none'\. "):
+        run_in(tmp_path, changed, '--auto_resume')
+    assert _tree(exp) == before
+    yml = write_options(changed, tmp_path)
+    rc, out = _run([PY, '-m', 'dupru_basicsr.train', '-opt', yml, '--auto_resume'], tmp_path, [REPO])
+    assert rc == 2 and out.count('error:') == 1 and 'Traceback' not in out, out[-2000:]
+
+
+def test_importing_dupru_basicsr_changes_nothing_other_models_save_or_load():
+    """Only fixes of what crashes on import; BaseModel stays BasicSR's (dupru-train patches it in its own process)."""
+    code = '''
+import dupru_basicsr, basicsr.train, basicsr.utils.dist_util
+from basicsr.models.base_model import BaseModel
+from dupru_basicsr import compat
+from dupru_basicsr.models.dupru_model import DUPruModel
+for name in ('save_network', 'load_network', 'save_training_state', 'resume_training', 'model_to_device', 'save'):
+    assert getattr(BaseModel, name).__module__ == 'basicsr.models.base_model', name
+assert not hasattr(BaseModel, 'training_state')
+assert basicsr.utils.dist_util._init_dist_pytorch.__module__ == 'basicsr.utils.dist_util'
+assert basicsr.train.load_resume_state is compat.load_resume_state_cpu_safe
+for name in ('save_network', 'load_network', 'save_training_state'):
+    assert getattr(DUPruModel, name).__module__ == 'dupru_basicsr.utils.checkpoint', name
+print('ok')
+'''
+    rc, out = _run([PY, '-c', code], REPO, [REPO])
+    assert rc == 0 and out.strip().endswith('ok'), out[-2000:]
