@@ -121,7 +121,7 @@ def test_ddp_ranks_agree_after_every_round_and_only_rank0_writes(ddp_run):
     names = sorted(osp.relpath(p, exp) for p in glob.glob(osp.join(exp, '**', '*'), recursive=True)
                    if osp.isfile(p) and not p.endswith('.log'))
     expected = sorted([f'models/net_g_{i}.pth' for i in range(2, 13, 2)] + ['models/net_g_latest.pth'] +
-                      [f'models/net_g_round{r}_best.pth' for r in (1, 2, 3)] +
+                      [f'models/net_g_round{r}_{k}.pth' for r in (1, 2, 3) for k in ('best', 'last')] +
                       [f'models/masks_round{r}.pth' for r in (2, 3)] +
                       [f'training_states/{i}.state' for i in range(2, 13, 2)] + ['ddp.yml'])
     assert names == expected
