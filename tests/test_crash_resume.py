@@ -191,7 +191,7 @@ def test_every_torch_save_of_a_run_goes_through_atomic_save(run_train, monkeypat
     assert callers and set(callers) == {'atomic_save'}, callers
     written = glob.glob(osp.join(exp, '**', '*.pth'), recursive=True) + glob.glob(
         osp.join(exp, '**', '*.state'), recursive=True)
-    assert len(written) == 18  # net_g_<2..12>, latest, 3 round tickets, 2 masks files, 6 training states
+    assert len(written) == 21  # net_g_<2..12>, latest, 3 best + 3 last round tickets, 2 masks files, 6 states
     assert set(map(osp.abspath, written)) <= set(replaced)
 
 

@@ -70,8 +70,14 @@ class _KillAfterStep(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, _KillAfterStep())
 '''
 
-SCRIPT_C = 'import os\nimport dupru_basicsr  # noqa: F401\nfrom basicsr.train import train_pipeline\n\n' \
-           'train_pipeline(os.getcwd())\n'
+SCRIPT_C = """import os
+
+import dupru_basicsr  # noqa: F401  (first: registers DUPruModel, applies the shims)
+from basicsr.train import train_pipeline
+
+if __name__ == '__main__':
+    train_pipeline(os.getcwd())
+"""  # docs/plugin.md, path c
 
 
 def _opt(name):
