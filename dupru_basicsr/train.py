@@ -19,6 +19,8 @@ Test-only hooks, inert unless their environment variable is set:
   update of that iteration; at a round's first iteration that is after its prune, rewind and masks file) or
   `after_step:<iter>` (after the optimizer step, before validation and saving); `save:<file name>` kills inside
   the atomic save of that file (see `dupru_basicsr.utils.checkpoint.kill_point`);
+- `DUPRU_TEST_PAUSE_AT=after_step:<iter>` makes the process print `paused at after_step:<iter>` and sleep (holding
+  its experiment lock) at that point until it is killed, so that tests can start a second process beside it;
 - `DUPRU_TEST_DUMP_DIR=<folder>`: at every round end each rank writes `rank<r>_iter<it>.pth` there with its
   masks, thresholds, frozen set and weights, so that tests can compare DDP ranks.
 """
@@ -40,6 +42,15 @@ from dupru_basicsr.utils.cli import check_basicsr_command_line, run_command
 from dupru_basicsr.utils.log import reset_basicsr_logger
 
 DUMP_ENV = 'DUPRU_TEST_DUMP_DIR'
+PAUSE_ENV = 'DUPRU_TEST_PAUSE_AT'
+
+
+def _pause_point(where, it):
+    """Test-only: sleep until killed if `DUPRU_TEST_PAUSE_AT` is `<where>:<it>`; inert when it is unset."""
+    if os.environ.get(PAUSE_ENV) == f'{where}:{it}':
+        print(f'paused at {where}:{it}', flush=True)
+        while True:
+            time.sleep(60)
 
 
 def _epoch_seed(opt, epoch):
@@ -296,6 +307,7 @@ def _train_pipeline(root_path, on_iter, cleanup):
                 logger.error(str(e))
                 raise
             kill_point('after_step', current_iter)
+            _pause_point('after_step', current_iter)
             if on_iter is not None:
                 on_iter(current_iter, total_iters)
             iter_timer.record()

@@ -49,6 +49,10 @@ def check_option_file(path):
     try:
         with open(path, encoding='utf-8') as f:
             opt = yaml.safe_load(f)
+    except yaml.constructor.ConstructorError as e:
+        raise OptionError(f'-opt {path} uses the YAML tag {e.problem.split("tag ")[-1].strip(chr(39))}, which builds '
+                          'Python objects; an option file holds plain values only (numbers, strings, lists, '
+                          'mappings).') from None
     except yaml.YAMLError as e:
         detail = ' '.join(str(e).split())
         raise OptionError(f'-opt {path} is not valid YAML ({detail}); fix the file.') from None
