@@ -367,3 +367,23 @@ def test_compare_demo_study_out_pointing_at_a_file(tmp_path, monkeypatch, capsys
         assert err.startswith(f'{prog}: error: ') and 'taken' in err and 'is a file' in err, err
         assert err.count('\n') == 1, err
     assert (tmp_path / 'taken').read_text() == 'keep' and sorted(os.listdir(tmp_path)) == ['exp', 'taken']
+
+
+def test_ddp_start_on_a_locked_folder_stops_every_rank_with_the_message(tmp_path):
+    """Only rank 0 takes the lock; it tells rank 1, so both ranks stop with the message instead of rank 1 waiting."""
+    from dupru_basicsr.utils.lock import FolderLock
+    yml = write_options(_dupru_opt('ddpbusy', val_set=None), tmp_path)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    with FolderLock(tmp_path / 'experiments' / 'ddpbusy'):
+        result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
+                                 '--master_addr', '127.0.0.1', '--master_port', str(port), '-m', 'dupru_basicsr.train',
+                                 '-opt', yml, '--launcher', 'pytorch'], cwd=tmp_path, env=_env(), capture_output=True,
+                                text=True, timeout=300)
+    assert result.returncode != 0
+    refusals = [line for line in result.stderr.splitlines() if line.startswith('dupru-train: error: ')]
+    assert len(refusals) == 2 and all(f'is in use by process {os.getpid()}' in line for line in refusals), \
+        result.stderr[-3000:]
+    assert 'dupru_basicsr' not in result.stderr.replace('dupru_basicsr.train', '')  # no traceback from a rank
+    assert sorted(os.listdir(tmp_path / 'experiments')) == []  # the test's lock released, nothing else made
