@@ -36,7 +36,7 @@ import time
 
 import dupru_basicsr  # noqa: F401  (applies the compatibility shims and registers DUPruModel)
 from dupru_basicsr.compat import patch_basicsr, set_cpu_run
-from dupru_basicsr.options import check_options, check_pretrained_network
+from dupru_basicsr.options import OptionError, check_options, check_pretrained_network
 from dupru_basicsr.utils.checkpoint import ResumeError, atomic_save, kill_point, remove_stale_temp_files
 from dupru_basicsr.utils.cli import check_basicsr_command_line, run_command
 from dupru_basicsr.utils.log import reset_basicsr_logger
@@ -164,6 +164,16 @@ def lock_experiment(opt):
     return lock
 
 
+def check_prefetch_mode(opt):
+    """datasets.train.prefetch_mode is one BasicSR knows (and `cuda` has pin_memory), before anything is written."""
+    dset = opt['datasets']['train']
+    mode = dset.get('prefetch_mode')
+    if mode not in (None, 'cpu', 'cuda'):
+        raise OptionError(f'datasets.train.prefetch_mode is {mode!r}; use cpu or cuda, or remove the key.')
+    if mode == 'cuda' and dset.get('pin_memory') is not True:
+        raise OptionError('datasets.train.prefetch_mode is cuda, which needs datasets.train.pin_memory: true.')
+
+
 def _open_log_file(folder, name):
     """A FileHandler on a new `train_<name>_<time>.log` in `folder`; never an existing file (a second start within
     the same second gets `..._<n>.log`)."""
@@ -197,6 +207,7 @@ def _train_pipeline(root_path, on_iter, cleanup):
     # A refused start changes nothing: every check below (options, lock, resume state, data, model, resume) runs
     # before anything is written into experiments/<name>; log lines wait in memory until the log file exists.
     check_options(opt)
+    check_prefetch_mode(opt)
     lock = lock_experiment(opt)
     if lock is not None:
         cleanup.callback(lock.release)
@@ -261,15 +272,10 @@ def _train_pipeline(root_path, on_iter, cleanup):
     total_epochs = max(total_epochs, (total_iters - 1) // iters_per_epoch + 1)
 
     msg_logger = MessageLogger(opt, current_iter, tb_logger)
-    prefetch_mode = opt['datasets']['train'].get('prefetch_mode')
-    if prefetch_mode is None or prefetch_mode == 'cpu':
-        prefetcher = CPUPrefetcher(train_loader)
-    elif prefetch_mode == 'cuda':
+    if opt['datasets']['train'].get('prefetch_mode') == 'cuda':  # checked by check_prefetch_mode
         prefetcher = CUDAPrefetcher(train_loader, opt)
-        if opt['datasets']['train'].get('pin_memory') is not True:
-            raise ValueError('Please set pin_memory=True for CUDAPrefetcher.')
     else:
-        raise ValueError(f"Wrong prefetch_mode {prefetch_mode}. Supported ones are: None, 'cuda', 'cpu'.")
+        prefetcher = CPUPrefetcher(train_loader)
 
     def validate(it):
         if opt.get('val') is None:

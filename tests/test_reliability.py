@@ -335,7 +335,7 @@ def test_malformed_missing_and_unsafe_option_files_are_one_line_errors(tmp_path)
     assert sorted(os.listdir(tmp_path)) == ['broken.yml', 'list.yml', 'noname.yml', 'unsafe.yml']
 
 
-def test_launcher_pytorch_outside_torchrun_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+def test_launcher_force_yml_and_prefetch_errors_are_one_line_errors(tmp_path, monkeypatch, capsys):
     from dupru_basicsr.train import main
     yml = write_options(_dupru_opt('ddp', val_set=None), tmp_path)
     result = _cli('train', ['-opt', yml, '--launcher', 'pytorch'], tmp_path)
@@ -343,7 +343,8 @@ def test_launcher_pytorch_outside_torchrun_is_a_one_line_error(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     for argv, phrase in ((['--force_yml', 'train:total_iter'], '--force_yml train:total_iter: give key:subkey=value'),
                          (['--force_yml', 'nosection:x=1'], '--force_yml nosection:x=1'),
-                         (['--launcher', 'slurm'], 'SLURM_PROCID is not set')):
+                         (['--launcher', 'slurm'], 'SLURM_PROCID is not set'),
+                         (['--force_yml', 'datasets:train:prefetch_mode=gpu'], 'prefetch_mode is \'gpu\'; use cpu or')):
         monkeypatch.setattr(sys, 'argv', ['dupru-train', '-opt', yml, *argv])
         assert main() == 2
         err = capsys.readouterr().err
