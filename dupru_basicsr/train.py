@@ -3,7 +3,11 @@
 It is BasicSR's `basicsr.train.train_pipeline` (same options, same experiment layout, same logs), rooted at the
 current directory, with what a long pruning run needs on top:
 
-- options are checked before anything is written (`dupru_basicsr.options.check_options`);
+- one process per experiment folder: `experiments/<name>` is locked (`dupru_basicsr.utils.lock`, a flock the OS
+  releases even on SIGKILL) before anything is renamed or written; a second start is refused naming the holder;
+- a refused start changes nothing: the option file, the options, the pretrained weights, the resume state and its
+  fit to the model are all checked before the folder is archived or created and before the option copy and the log
+  file are written; log files are never overwritten (`train_<name>_<time>[_<n>].log`);
 - resume is exact: every epoch draws its random numbers from a seed derived from (manual_seed, rank, epoch), and a
   resumed run replays the batches of the interrupted epoch that were already consumed, so an interrupted and
   resumed run ends with the same weights as an uninterrupted one;
