@@ -200,8 +200,8 @@ def _train_pipeline(root_path, on_iter, cleanup):
     from basicsr.data.prefetch_dataloader import CPUPrefetcher, CUDAPrefetcher
     from basicsr.models import build_model
     from basicsr.train import create_train_val_dataloader, init_tb_loggers, load_resume_state
-    from basicsr.utils import AvgTimer, MessageLogger, get_env_info, get_root_logger, make_exp_dirs, mkdir_and_rename
-    from basicsr.utils import set_random_seed
+    from basicsr.utils import (AvgTimer, MessageLogger, get_env_info, get_root_logger, make_exp_dirs, mkdir_and_rename,
+                               set_random_seed)
     from basicsr.utils.options import copy_opt_file, dict2str, parse_options
 
     opt, args = parse_options(root_path, is_train=True)
