@@ -80,6 +80,7 @@ class ModelEntry:
     arch: dict  # MSRResNet keyword arguments
     exp_dir: Optional[str] = None
     rate: Optional[float] = None  # pruning.rate of a pruned experiment (Fig. 5)
+    settings_from: Optional[str] = None  # the file method and rate were read from
     tickets: List[str] = field(default_factory=list)  # per-round best checkpoints (Fig. 4)
     logs: List[str] = field(default_factory=list)  # BasicSR train logs (training curves)
     state_dict: dict = field(default=None, repr=False)
@@ -297,6 +298,32 @@ def _method_from_option(opt):
     return str(model_type).lower(), None
 
 
+def saved_pruning_settings(exp_dir):
+    """(method, rate, file) of a pruned run as its own checkpoints record them, or None.
+
+    The option copy in the folder is what the last start of the run wrote, which need not be what trained it; the
+    pruning state in the newest readable `training_states/<iter>.state` (method and rate) and, failing that, the
+    newest ticket `models/net_g_round<r>_best.pth` (method; rate when it records one) are what the run used.
+    """
+    from dupru_basicsr.compat import load_training_state
+    states = [(int(m.group(1)), p) for p in glob.glob(osp.join(glob.escape(exp_dir), 'training_states', '*.state'))
+              if (m := re.match(r'^(\d+)\.state$', osp.basename(p)))]
+    for _, path in sorted(states, reverse=True):
+        try:
+            pruning = load_training_state(path).get('pruning')
+            return str(pruning['pruner']['method']), float(pruning['rounds']['rate']), path
+        except Exception:  # noqa: BLE001 - unreadable, or not a pruned run's state: try the next source
+            continue
+    for path in reversed(find_tickets(exp_dir)):
+        try:
+            ticket = torch.load(path, map_location='cpu', weights_only=True)['ticket']
+            rate = ticket.get('rate')
+            return str(ticket['method']), None if rate is None else float(rate), path
+        except Exception:  # noqa: BLE001
+            continue
+    return None
+
+
 def find_option_file(exp_dir):
     """The option YAML BasicSR copied into the experiment folder (the newest if there are several)."""
     found = glob.glob(osp.join(exp_dir, '*.yml')) + glob.glob(osp.join(exp_dir, '*.yaml'))
@@ -340,11 +367,18 @@ def load_model_entry(source, scale, arch_opt=None):
             method, rate = _method_from_option(opt)
         else:
             arch, (method, rate) = inferred, ('checkpoint', None)
+        settings_from = opt_path
+        saved = saved_pruning_settings(exp_dir)
+        if saved is not None:
+            saved_method, saved_rate, settings_from = saved
+            # a ticket without a rate: the option copy's rate only if it describes the same method
+            rate = saved_rate if saved_rate is not None or saved_method != method else rate
+            method = saved_method
         name = osp.basename(osp.abspath(exp_dir))
         logs = sorted(glob.glob(osp.join(exp_dir, 'train_*.log')), key=osp.getmtime)
         return ModelEntry(label=f'{method} ({name})', method=method, source=source, checkpoint=ckpt_path,
-                          param_key=key, arch=arch, exp_dir=exp_dir, rate=rate, tickets=find_tickets(exp_dir),
-                          logs=logs, state_dict=state)
+                          param_key=key, arch=arch, exp_dir=exp_dir, rate=rate, settings_from=settings_from,
+                          tickets=find_tickets(exp_dir), logs=logs, state_dict=state)
     if not osp.isfile(source):
         raise CompareError(f'{source} is neither an experiment folder nor a checkpoint file.')
     ckpt = _torch_load(source)
@@ -960,6 +994,8 @@ def compare(inputs: Sequence[str], datasets: Sequence[str] = (), data_root='data
         raise CompareError(f'--labels gives {len(labels)} label(s) for {len(inputs)} input(s).')
     if crop_box is not None and (len(crop_box) != 4 or min(crop_box[2:]) < 1):
         raise CompareError(f'--crop-box {crop_box}: expected X Y W H with W, H >= 1 (HR pixels).')
+    if write and osp.exists(out_dir) and not osp.isdir(out_dir):
+        raise CompareError(f'--out {out_dir} is a file; give a folder for the report (it is created if missing).')
     dev = _resolve_device(device)
 
     models = [load_model_entry(p, scale, arch_opt) for p in inputs]
@@ -1106,17 +1142,19 @@ def build_parser():
 
 
 def main(argv=None):
-    """Console script `dupru-compare`; returns 0, or 2 on a CompareError (message printed to stderr)."""
+    """Console script `dupru-compare`; returns 0, or 2 on a user error (CompareError, an unwritable --out: the
+    message printed to stderr)."""
+    from dupru_basicsr.utils.cli import run_command
     args = build_parser().parse_args(argv)
-    try:
-        results = compare(args.inputs, datasets=args.datasets, data_root=args.data_root, scale=args.scale,
-                          out_dir=args.out, labels=args.labels, crops=args.crops, crop_box=args.crop_box,
-                          device=args.device, repeats=args.repeats, warmup=args.warmup, time_images=args.time_images,
-                          dataset_dirs=args.dataset_dirs, arch_opt=args.arch_opt, baseline=args.baseline,
-                          tickets=not args.no_tickets, progress=not args.no_progress)
-    except CompareError as e:
-        print(f'dupru-compare: error: {e}', file=sys.stderr)
-        return 2
+    return run_command('dupru-compare', lambda: _run(args), (CompareError, OSError))
+
+
+def _run(args):
+    results = compare(args.inputs, datasets=args.datasets, data_root=args.data_root, scale=args.scale,
+                      out_dir=args.out, labels=args.labels, crops=args.crops, crop_box=args.crop_box,
+                      device=args.device, repeats=args.repeats, warmup=args.warmup, time_images=args.time_images,
+                      dataset_dirs=args.dataset_dirs, arch_opt=args.arch_opt, baseline=args.baseline,
+                      tickets=not args.no_tickets, progress=not args.no_progress)
     width = max(len(label) for label in results.labels)
     for ds in results.datasets:
         print(f'{ds["name"]} ({len(ds["images"])} images)  PSNR/SSIM RGB  |  Y')

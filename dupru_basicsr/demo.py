@@ -191,6 +191,8 @@ def run_demo(out='dupru_demo', budget=None, rounds=None, device=None, force=Fals
         preset['rounds'] = rounds
 
     out = osp.abspath(out)
+    if osp.exists(out) and not osp.isdir(out):
+        raise DemoError(f'--out {out} is a file; give a folder (it is created if missing).')
     if osp.isdir(out) and os.listdir(out) and not osp.exists(osp.join(out, MARKER)) and not force:
         raise DemoError(f'--out {out} exists and was not made by dupru-demo; choose another folder or pass --force.')
     os.makedirs(out, exist_ok=True)
@@ -254,16 +256,18 @@ def main(argv=None):
     parser.add_argument('--prepare-only', action='store_true',
                         help='only prepare the data (for the option files in options/train/tiny)')
     args = parser.parse_args(argv)
-    try:
+    from dupru_basicsr.compare import CompareError
+    from dupru_basicsr.utils.cli import run_command
+
+    def run():
         run_demo(args.out, args.budget, args.rounds, args.device, args.force, not args.no_progress, args.prepare_only)
-    except DemoError as e:
-        print(f'dupru-demo: error: {e}', file=sys.stderr)
-        return 2
+
+    try:
+        return run_command('dupru-demo', run, (DemoError, CompareError))
     except KeyboardInterrupt:
         print('\ndupru-demo: interrupted; completed checkpoints are kept; run the same command again to continue.',
               file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == '__main__':

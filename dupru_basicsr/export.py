@@ -91,6 +91,7 @@ def export_compressed(checkpoint, out_path, half=False):
     """Write the compressed form of a BasicSR checkpoint (`params`, `params_ema`, masks dropped: the non-zero bits
     are the masks). Returns (dense file bytes, compressed file bytes)."""
     from dupru_basicsr.utils.checkpoint import atomic_save
+    check_output_path(out_path, '--out', [checkpoint])
     ckpt = _load(checkpoint)
     keys = [k for k in ('params', 'params_ema') if k in ckpt]
     if not keys:
@@ -147,13 +148,18 @@ def export_onnx(checkpoint, onnx_path, arch_opt=None, param_key='params_ema', in
         import onnx  # noqa: F401
     except ImportError:
         raise ExportError('ONNX export needs the onnx package: pip install "dupru-basicsr[onnx]".') from None
+    check_output_path(onnx_path, '--onnx', [checkpoint] + ([arch_opt] if arch_opt else []))
     data = _load(checkpoint)
     ckpt = load_compressed(checkpoint) if isinstance(data, dict) and data.get('format') == FORMAT else data
     state = ckpt.get(param_key) or ckpt.get('params')
     if arch_opt:
         import yaml
-        with open(arch_opt) as f:
-            net_opt = dict(yaml.safe_load(f)['network_g'])
+        try:
+            with open(arch_opt) as f:
+                net_opt = dict(yaml.safe_load(f)['network_g'])
+        except (OSError, yaml.YAMLError, TypeError, KeyError, ValueError) as e:
+            raise ExportError(f'--arch-opt {arch_opt}: cannot read network_g from it ({type(e).__name__}: {e}); give '
+                              'a BasicSR option YAML file with a network_g section.') from None
     else:
         try:
             net_opt = dict(infer_msrresnet_arch(state, checkpoint), type='MSRResNet')
@@ -170,6 +176,22 @@ def export_onnx(checkpoint, onnx_path, arch_opt=None, param_key='params_ema', in
     return onnx_path
 
 
+def check_output_path(path, option, inputs=()):
+    """`path` is a file name in an existing folder, and none of `inputs`: the command writes exactly the file it was
+    given and never over what it reads. Raises ExportError."""
+    if osp.isdir(path):
+        raise ExportError(f'{option} {path} is a folder; give the name of the file to write (e.g. '
+                          f'{osp.join(path, "small.pth")}).')
+    folder = osp.dirname(path) or '.'
+    if not osp.isdir(folder):
+        raise ExportError(f'{option} {path}: the folder {folder} does not exist; create it first or write elsewhere.')
+    for other in inputs:
+        if osp.realpath(path) == osp.realpath(other) or (osp.exists(path) and osp.exists(other)
+                                                         and osp.samefile(path, other)):
+            raise ExportError(f'{option} {path} is the input file {other}; it would be overwritten. Write to another '
+                              'file.')
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='dupru-export', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -181,17 +203,23 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.out and not args.onnx:
         parser.error('give --out (compressed checkpoint) and/or --onnx')
-    try:
-        if args.out:
-            dense, small = export_compressed(args.checkpoint, args.out, args.half)
-            print(f'{args.checkpoint}: {dense / 1e6:.3f} MB -> {args.out}: {small / 1e6:.3f} MB '
-                  f'({dense / small:.2f}x smaller{", fp16 values" if args.half else ""})')
-        if args.onnx:
-            export_onnx(args.checkpoint, args.onnx, args.arch_opt)
-            print(f'ONNX: {args.onnx} ({osp.getsize(args.onnx) / 1e6:.3f} MB)')
-    except ExportError as e:
-        print(f'dupru-export: error: {e}', file=sys.stderr)
-        return 2
+    from dupru_basicsr.utils.cli import run_command
+    return run_command('dupru-export', lambda: _run(args), (ExportError, OSError))
+
+
+def _run(args):
+    inputs = [args.checkpoint] + ([args.arch_opt] if args.arch_opt else [])
+    if args.out:  # both outputs are checked before either is written
+        check_output_path(args.out, '--out', inputs)
+    if args.onnx:
+        check_output_path(args.onnx, '--onnx', inputs + ([args.out] if args.out else []))
+    if args.out:
+        dense, small = export_compressed(args.checkpoint, args.out, args.half)
+        print(f'{args.checkpoint}: {dense / 1e6:.3f} MB -> {args.out}: {small / 1e6:.3f} MB '
+              f'({dense / small:.2f}x smaller{", fp16 values" if args.half else ""})')
+    if args.onnx:
+        export_onnx(args.checkpoint, args.onnx, args.arch_opt)
+        print(f'ONNX: {args.onnx} ({osp.getsize(args.onnx) / 1e6:.3f} MB)')
     return 0
 
 

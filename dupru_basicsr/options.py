@@ -437,6 +437,41 @@ def _build_network(opt):
             from None
 
 
+def check_pretrained_network(opt):
+    """`path.pretrain_network_g`, when set, is a checkpoint that loads into network_g as BasicSR will load it (same
+    param key fallback, same strictness). Raises OptionError naming the file; run it before anything is written."""
+    path = (opt.get('path') or {}).get('pretrain_network_g')
+    if path is None or not opt.get('network_g'):
+        return
+    key = 'path.pretrain_network_g'
+    if not osp.isfile(path):
+        raise OptionError(f'{key}: "{path}" does not exist; point it at a network checkpoint (e.g. '
+                          'experiments/<name>/models/net_g_latest.pth) or remove the key.')
+    from dupru_basicsr.export import FORMAT
+    from dupru_basicsr.utils.checkpoint import load_checkpoint
+    try:
+        ckpt = load_checkpoint(path)
+    except RuntimeError as e:
+        raise OptionError(f'{key}: {e}') from None
+    if isinstance(ckpt, dict) and ckpt.get('format') == FORMAT:
+        raise OptionError(f'{key}: "{path}" is a compressed file made by dupru-export, which BasicSR cannot load; '
+                          'point it at the original checkpoint (net_g_*.pth).')
+    param_key = opt['path'].get('param_key_g', 'params')
+    if isinstance(ckpt, dict) and param_key is not None and param_key not in ckpt and 'params' in ckpt:
+        param_key = 'params'  # what BasicSR's load_network falls back to
+    state = ckpt.get(param_key) if isinstance(ckpt, dict) and param_key is not None else ckpt
+    if not isinstance(state, dict) or not state:
+        raise OptionError(f'{key}: "{path}" holds no network weights under "{param_key}"; point it at a BasicSR '
+                          'network checkpoint (net_g_*.pth), or set path.param_key_g.')
+    state = {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
+    try:
+        _build_network(opt).load_state_dict(state, strict=opt['path'].get('strict_load_g', True))
+    except RuntimeError as e:
+        detail = ' '.join(line.strip() for line in str(e).splitlines()[:2])[:300]
+        raise OptionError(f'{key}: "{path}" does not fit network_g ({detail}); point it at weights of this '
+                          'architecture or fix network_g.') from None
+
+
 def check_pruning_options(opt):
     """Validate the `pruning:` section against the rest of the options (targets exist, iterations add up)."""
     from dupru_basicsr.pruning.targets import select_targets

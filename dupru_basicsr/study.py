@@ -34,6 +34,10 @@ PRESETS = {
 }
 
 
+class StudyError(ValueError):
+    """A bad study input; the message names it and the fix."""
+
+
 def recipes(preset):
     """(label, method, rewind, options) of every run of one seed."""
     final_sparsity = 1 - (1 - preset['rate'] / 100)**(preset['rounds'] - 1)
@@ -102,10 +106,12 @@ def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_ro
     seeds = tuple(seeds or preset['seeds'])
     for ds in datasets:
         if not osp.isdir(osp.join(data_root, ds)):
-            raise SystemExit(f'dupru-study: {osp.join(data_root, ds)} does not exist; pass --data-root with '
+            raise StudyError(f'{osp.join(data_root, ds)} does not exist; pass --data-root with '
                              f'{"/".join(datasets)} in BasicSR layout (GTmod12, LRbicx4), e.g. made by dupru-prepare.')
     if not osp.isdir(train_hr):
-        raise SystemExit(f'dupru-study: --train-hr {train_hr} does not exist; point it at a folder of HR images.')
+        raise StudyError(f'--train-hr {train_hr} does not exist; point it at a folder of HR images.')
+    if osp.exists(out) and not osp.isdir(out):
+        raise StudyError(f'--out {out} is a file; give a folder (it is created if missing).')
     out = osp.abspath(out)
     os.makedirs(out, exist_ok=True)
     t0 = time.time()
@@ -159,8 +165,15 @@ def main(argv=None):
     parser.add_argument('--out', default='results/study')
     parser.add_argument('--no-progress', action='store_true')
     args = parser.parse_args(argv)
-    run_study(args.preset, args.train_hr, args.data_root, args.datasets, args.out, args.seeds, not args.no_progress)
-    return 0
+    from dupru_basicsr.compare import CompareError
+    from dupru_basicsr.prepare import PrepareError
+    from dupru_basicsr.utils.cli import run_command
+
+    def run():
+        run_study(args.preset, args.train_hr, args.data_root, args.datasets, args.out, args.seeds,
+                  not args.no_progress)
+
+    return run_command('dupru-study', run, (StudyError, CompareError, PrepareError))
 
 
 if __name__ == '__main__':

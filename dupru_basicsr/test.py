@@ -1,25 +1,49 @@
-"""Testing entry point: `python -m dupru_basicsr.test -opt options/test/....yml` (BasicSR's test pipeline, rooted
-at the current directory, with the compatibility shims applied and the dataset folders checked first)."""
+"""Testing entry point: `python -m dupru_basicsr.test -opt options/test/....yml [--allow-random-weights]` (BasicSR's
+test pipeline, rooted at the current directory, with the compatibility shims applied and the options, the dataset
+folders and the weights checked before anything is written).
+
+Without `path.pretrain_network_g` BasicSR would score a randomly initialised network; that is refused unless
+`--allow-random-weights` says it is meant (e.g. to time an untrained network).
+"""
 import os
 import sys
 
 import dupru_basicsr  # noqa: F401  (applies the compatibility shims and registers DUPruModel)
 from dupru_basicsr.compat import patch_basicsr
 
+ALLOW_RANDOM = '--allow-random-weights'
+
+
+def check_weights(opt, allow_random_weights=False):
+    """`path.pretrain_network_g` is set (unless random weights are allowed) and loads into network_g."""
+    from dupru_basicsr.options import OptionError, check_pretrained_network
+    if (opt.get('path') or {}).get('pretrain_network_g') is None:
+        if allow_random_weights:
+            return
+        raise OptionError('path.pretrain_network_g is not set, so the network would be scored with random weights; '
+                          'set it to the checkpoint to test (e.g. experiments/<name>/models/net_g_latest.pth), or '
+                          f'pass {ALLOW_RANDOM} if an untrained network is what you mean to score.')
+    check_pretrained_network(opt)
+
 
 def test_pipeline(root_path):
+    allow_random_weights = ALLOW_RANDOM in sys.argv[1:]
+    sys.argv = [a for a in sys.argv if a != ALLOW_RANDOM]  # BasicSR's parser does not know the flag
     patch_basicsr()
     import basicsr.test
     import basicsr.utils.options
 
     from dupru_basicsr.options import check_options
+    from dupru_basicsr.utils.cli import check_basicsr_command_line
     from dupru_basicsr.utils.log import reset_basicsr_logger
 
+    check_basicsr_command_line(sys.argv[1:])
     parse = basicsr.utils.options.parse_options
 
     def parse_and_check(root, is_train=True):
         opt, args = parse(root, is_train=is_train)
         check_options(opt)
+        check_weights(opt, allow_random_weights)
         reset_basicsr_logger()  # so that BasicSR's test pipeline writes this run's log file
         return opt, args
 
@@ -31,11 +55,16 @@ def test_pipeline(root_path):
 
 
 def main(argv=None):
-    """Console script `dupru-test`; `argv` (without the program name) lets tests call it in-process."""
+    """Console script `dupru-test`; `argv` (without the program name) lets tests call it in-process.
+
+    From the command line (`argv` None) a user error (bad options, missing or unusable weights) prints
+    `dupru-test: error: <message>` and exits with status 2; in-process callers get the exception."""
     if argv is not None:
         sys.argv = [sys.argv[0]] + list(argv)
-    test_pipeline(os.getcwd())
+        return test_pipeline(os.getcwd())
+    from dupru_basicsr.utils.cli import run_command
+    return run_command('dupru-test', lambda: test_pipeline(os.getcwd()))
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

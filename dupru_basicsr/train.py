@@ -3,7 +3,11 @@
 It is BasicSR's `basicsr.train.train_pipeline` (same options, same experiment layout, same logs), rooted at the
 current directory, with what a long pruning run needs on top:
 
-- options are checked before anything is written (`dupru_basicsr.options.check_options`);
+- one process per experiment folder: `experiments/<name>` is locked (`dupru_basicsr.utils.lock`, a flock the OS
+  releases even on SIGKILL) before anything is renamed or written; a second start is refused naming the holder;
+- a refused start changes nothing: the option file, the options, the pretrained weights, the resume state and its
+  fit to the model are all checked before the folder is archived or created and before the option copy and the log
+  file are written; log files are never overwritten (`train_<name>_<time>[_<n>].log`);
 - resume is exact: every epoch draws its random numbers from a seed derived from (manual_seed, rank, epoch), and a
   resumed run replays the batches of the interrupted epoch that were already consumed, so an interrupted and
   resumed run ends with the same weights as an uninterrupted one;
@@ -19,11 +23,15 @@ Test-only hooks, inert unless their environment variable is set:
   update of that iteration; at a round's first iteration that is after its prune, rewind and masks file) or
   `after_step:<iter>` (after the optimizer step, before validation and saving); `save:<file name>` kills inside
   the atomic save of that file (see `dupru_basicsr.utils.checkpoint.kill_point`);
+- `DUPRU_TEST_PAUSE_AT=after_step:<iter>` makes the process print `paused at after_step:<iter>` and sleep (holding
+  its experiment lock) at that point until it is killed, so that tests can start a second process beside it;
 - `DUPRU_TEST_DUMP_DIR=<folder>`: at every round end each rank writes `rank<r>_iter<it>.pth` there with its
   masks, thresholds, frozen set and weights, so that tests can compare DDP ranks.
 """
+import contextlib
 import datetime
 import logging
+import logging.handlers
 import math
 import os
 import os.path as osp
@@ -32,11 +40,21 @@ import time
 
 import dupru_basicsr  # noqa: F401  (applies the compatibility shims and registers DUPruModel)
 from dupru_basicsr.compat import patch_basicsr, set_cpu_run
-from dupru_basicsr.options import OptionError, check_options, check_resume_options
+from dupru_basicsr.options import OptionError, check_options, check_pretrained_network, check_resume_options
 from dupru_basicsr.utils.checkpoint import ResumeError, atomic_save, kill_point, remove_stale_temp_files
+from dupru_basicsr.utils.cli import check_basicsr_command_line, run_command
 from dupru_basicsr.utils.log import reset_basicsr_logger
 
 DUMP_ENV = 'DUPRU_TEST_DUMP_DIR'
+PAUSE_ENV = 'DUPRU_TEST_PAUSE_AT'
+
+
+def _pause_point(where, it):
+    """Test-only: sleep until killed if `DUPRU_TEST_PAUSE_AT` is `<where>:<it>`; inert when it is unset."""
+    if os.environ.get(PAUSE_ENV) == f'{where}:{it}':
+        print(f'paused at {where}:{it}', flush=True)
+        while True:
+            time.sleep(60)
 
 
 def _epoch_seed(opt, epoch):
@@ -101,6 +119,11 @@ def _dump_round_state(model, opt, it):
     }, osp.join(folder, f'rank{opt["rank"]}_iter{it}.pth'))
 
 
+def _close_handler(logger, handler):
+    logger.removeHandler(handler)
+    handler.close()
+
+
 def _asks_for_cpu(argv):
     """True when the option file of `argv` (-opt) says num_gpu: 0 (read before BasicSR initialises DDP)."""
     import argparse
@@ -118,26 +141,114 @@ def _asks_for_cpu(argv):
 
 def train_pipeline(root_path, on_iter=None):
     """Train as BasicSR does; `on_iter(current_iter, total_iters)`, if given, is called after every iteration
-    (the demo draws its progress bar with it)."""
+    (the demo draws its progress bar with it). The experiment folder is locked for the whole call."""
+    with contextlib.ExitStack() as cleanup:
+        return _train_pipeline(root_path, on_iter, cleanup)
+
+
+def lock_experiment(opt):
+    """Lock `experiments/<name>` for this run (`dupru_basicsr.utils.lock`); returns the lock (None on ranks > 0).
+
+    Rank 0 takes the lock and tells the other ranks whether it got it, so that a refused DDP start stops every
+    rank with the same message instead of leaving them waiting for rank 0."""
+    from dupru_basicsr.utils.lock import FolderLock, LockError
+    lock, error = None, None
+    if opt['rank'] == 0:
+        try:
+            lock = FolderLock(opt['path']['experiments_root']).acquire()
+        except LockError as e:
+            error = str(e)
+    if opt['dist'] and opt['world_size'] > 1:
+        import torch.distributed as dist
+        shared = [error]
+        dist.broadcast_object_list(shared, src=0)
+        error = shared[0]
+    if error is not None:
+        raise LockError(error)
+    return lock
+
+
+def check_prefetch_mode(opt):
+    """datasets.train.prefetch_mode is one BasicSR knows (and `cuda` has pin_memory), before anything is written."""
+    dset = opt['datasets']['train']
+    mode = dset.get('prefetch_mode')
+    if mode not in (None, 'cpu', 'cuda'):
+        raise OptionError(f'datasets.train.prefetch_mode is {mode!r}; use cpu or cuda, or remove the key.')
+    if mode == 'cuda' and dset.get('pin_memory') is not True:
+        raise OptionError('datasets.train.prefetch_mode is cuda, which needs datasets.train.pin_memory: true.')
+
+
+def _open_log_file(folder, name):
+    """A FileHandler on a new `train_<name>_<time>.log` in `folder`; never an existing file (a second start within
+    the same second gets `..._<n>.log`)."""
+    from basicsr.utils import get_time_str
+    stem = osp.join(folder, f'train_{name}_{get_time_str()}')
+    for n in range(1, 1000):
+        path = f'{stem}.log' if n == 1 else f'{stem}_{n}.log'
+        try:
+            return logging.FileHandler(path, mode='x'), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f'{stem}.log and 998 numbered variants exist')
+
+
+def _train_pipeline(root_path, on_iter, cleanup):
     patch_basicsr()
+    check_basicsr_command_line(sys.argv[1:])  # a missing or malformed -opt file, --launcher outside its launcher
     set_cpu_run(_asks_for_cpu(sys.argv[1:]))  # DDP of a CPU run uses gloo even on a CUDA machine
     import torch
     from basicsr.data.prefetch_dataloader import CPUPrefetcher, CUDAPrefetcher
     from basicsr.models import build_model
     from basicsr.train import create_train_val_dataloader, init_tb_loggers, load_resume_state
-    from basicsr.utils import (AvgTimer, MessageLogger, get_env_info, get_root_logger, get_time_str, make_exp_dirs,
-                               mkdir_and_rename, set_random_seed)
+    from basicsr.utils import (AvgTimer, MessageLogger, get_env_info, get_root_logger, make_exp_dirs, mkdir_and_rename,
+                               set_random_seed)
     from basicsr.utils.options import copy_opt_file, dict2str, parse_options
 
     opt, args = parse_options(root_path, is_train=True)
     opt['root_path'] = root_path
     torch.backends.cudnn.benchmark = True
 
-    # Refuse bad options before any folder is created or renamed.
+    # A refused start changes nothing: every check below (options, lock, resume state, data, model, resume) runs
+    # before anything is written into experiments/<name>; log lines wait in memory until the log file exists.
     check_options(opt)
+    check_prefetch_mode(opt)
+    lock = lock_experiment(opt)
+    if lock is not None:
+        cleanup.callback(lock.release)
+
+    reset_basicsr_logger()
+    logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO)  # console only, until the checks pass
+    pending = logging.handlers.MemoryHandler(capacity=sys.maxsize, flushLevel=logging.CRITICAL + 1)
+    if opt['rank'] == 0:
+        logger.setLevel(logging.INFO)
+        logger.addHandler(pending)
+        cleanup.callback(_close_handler, logger, pending)  # a refused start drops the lines it kept
 
     resume_state = load_resume_state(opt)
-    check_resume_options(opt, resume_state)
+    check_resume_options(opt, resume_state)  # a changed pruning setting is refused before any write
+    check_pretrained_network(opt)  # the user's weights, or those of the state being resumed
+    logger.info(get_env_info())
+    logger.info(dict2str(opt))
+    if opt['dist']:
+        logger.info(f"Distributed: {torch.distributed.get_backend()} backend, world size {opt['world_size']}.")
+    if resume_state:
+        logger.info(f"Resume state: {opt['path']['resume_state']}")
+
+    train_loader, train_sampler, val_loaders, total_epochs, total_iters = create_train_val_dataloader(opt, logger)
+    iters_per_epoch = len(train_loader)
+
+    model = build_model(opt)
+    if resume_state:
+        try:
+            model.resume_training(resume_state)
+        except (ValueError, KeyError) as e:  # the saved pruning state does not fit these options
+            raise ResumeError(f"{opt['path']['resume_state']} cannot be resumed with these options: {e}") from None
+        current_iter = resume_state['iter']
+        logger.info(f"Resuming training from epoch: {resume_state['epoch']}, iter: {current_iter}.")
+    else:
+        current_iter = 0
+
+    # Every check passed: now write.
     stale = []
     if opt['rank'] == 0 and (opt['auto_resume'] or resume_state):
         # temporary files of saves that a kill interrupted (also before an --auto_resume that found no state
@@ -149,45 +260,27 @@ def train_pipeline(root_path, on_iter=None):
             mkdir_and_rename(osp.join(opt['root_path'], 'tb_logger', opt['name']))
     if opt['rank'] == 0:
         copy_opt_file(args.opt, opt['path']['experiments_root'])
-
-    log_file = osp.join(opt['path']['log'], f"train_{opt['name']}_{get_time_str()}.log")
-    reset_basicsr_logger()
-    logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
-    logger.info(get_env_info())
-    logger.info(dict2str(opt))
+        file_handler, _ = _open_log_file(opt['path']['log'], opt['name'])
+        file_handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s: %(message)s'))  # BasicSR's format
+        file_handler.setLevel(logging.INFO)
+        logger.addHandler(file_handler)
+        cleanup.callback(_close_handler, logger, file_handler)
+        pending.setTarget(file_handler)
+        pending.flush()
+        _close_handler(logger, pending)
     tb_logger = init_tb_loggers(opt) if opt['rank'] == 0 else None
-    if opt['dist']:
-        logger.info(f"Distributed: {torch.distributed.get_backend()} backend, world size {opt['world_size']}.")
-    if resume_state:
-        logger.info(f"Resume state: {opt['path']['resume_state']}")
     for path in stale:
         logger.info(f'Removed {path}, left by an interrupted save.')
-
-    train_loader, train_sampler, val_loaders, total_epochs, total_iters = create_train_val_dataloader(opt, logger)
-    iters_per_epoch = len(train_loader)
-
-    model = build_model(opt)
-    if resume_state:
-        model.resume_training(resume_state)
-        current_iter = resume_state['iter']
-        logger.info(f"Resuming training from epoch: {resume_state['epoch']}, iter: {current_iter}.")
-    else:
-        current_iter = 0
     last_saved = current_iter or None
     # With drop_last every epoch has the same number of batches, so (epoch, batch) follows from the iteration.
     start_epoch, skip_batches = divmod(current_iter, iters_per_epoch)
     total_epochs = max(total_epochs, (total_iters - 1) // iters_per_epoch + 1)
 
     msg_logger = MessageLogger(opt, current_iter, tb_logger)
-    prefetch_mode = opt['datasets']['train'].get('prefetch_mode')
-    if prefetch_mode is None or prefetch_mode == 'cpu':
-        prefetcher = CPUPrefetcher(train_loader)
-    elif prefetch_mode == 'cuda':
+    if opt['datasets']['train'].get('prefetch_mode') == 'cuda':  # checked by check_prefetch_mode
         prefetcher = CUDAPrefetcher(train_loader, opt)
-        if opt['datasets']['train'].get('pin_memory') is not True:
-            raise ValueError('Please set pin_memory=True for CUDAPrefetcher.')
     else:
-        raise ValueError(f"Wrong prefetch_mode {prefetch_mode}. Supported ones are: None, 'cuda', 'cpu'.")
+        prefetcher = CPUPrefetcher(train_loader)
 
     def validate(it):
         if opt.get('val') is None:
@@ -225,6 +318,7 @@ def train_pipeline(root_path, on_iter=None):
                 logger.error(str(e))
                 raise
             kill_point('after_step', current_iter)
+            _pause_point('after_step', current_iter)
             if on_iter is not None:
                 on_iter(current_iter, total_iters)
             iter_timer.record()
@@ -270,22 +364,23 @@ def train_pipeline(root_path, on_iter=None):
 def main(argv=None):
     """Console script `dupru-train`; `argv` (without the program name) lets tests call it in-process.
 
-    From the command line (`argv` None) a refused start (bad options, nothing usable to resume) or a non-finite
-    loss prints its message without a traceback and exits with status 2 or 1; in-process callers get the exception.
+    From the command line (`argv` None) a refused start (bad options, a locked experiment, nothing usable to resume)
+    or a non-finite loss prints its message without a traceback and exits with status 2 or 1; in-process callers
+    get the exception.
     """
     if argv is not None:
         sys.argv = [sys.argv[0]] + list(argv)
         return train_pipeline(os.getcwd())
-    try:
-        train_pipeline(os.getcwd())
-        return 0  # the console script passes this to sys.exit
-    except (OptionError, ResumeError) as e:
-        print(f'dupru-train: error: {e}', file=sys.stderr, flush=True)
-        sys.exit(2)
-    except FloatingPointError as e:
-        print(f'dupru-train: error: {e}', file=sys.stderr, flush=True)
-        sys.exit(1)
+
+    def run():
+        try:
+            train_pipeline(os.getcwd())
+        except FloatingPointError as e:
+            print(f'dupru-train: error: {e}', file=sys.stderr, flush=True)
+            return 1
+
+    return run_command('dupru-train', run)  # the console script passes this to sys.exit
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

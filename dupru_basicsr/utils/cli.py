@@ -1,0 +1,104 @@
+"""What the console scripts share: a user error is one line `<prog>: error: <message>` on stderr and exit status 2
+(no traceback), and the BasicSR command line (`-opt FILE`, `--launcher`) is checked before BasicSR reads it."""
+import argparse
+import os
+import os.path as osp
+import sys
+
+
+def user_error_types():
+    """The exceptions that mean "the input is wrong" in every command (each command adds its own)."""
+    from dupru_basicsr.options import OptionError
+    from dupru_basicsr.utils.checkpoint import ResumeError
+    from dupru_basicsr.utils.lock import LockError
+    return OptionError, ResumeError, LockError
+
+
+def run_command(prog, body, errors=()):
+    """Call `body()`; return its exit status (0 for None). A user error (`user_error_types()` or `errors`) prints
+    `<prog>: error: <message>` on stderr and returns 2."""
+    try:
+        status = body()
+    except (*user_error_types(), *errors) as e:
+        print(f'{prog}: error: {e}', file=sys.stderr, flush=True)
+        return 2
+    return 0 if status is None else status
+
+
+def _required_mapping(opt, key, path, what):
+    from dupru_basicsr.options import OptionError
+    if not isinstance(opt.get(key), dict):
+        raise OptionError(f'{path}: {key} is {"missing" if key not in opt else repr(opt[key])}; it must be a mapping '
+                          f'({what}).')
+
+
+def check_option_file(path):
+    """Read a BasicSR option file safely and check what BasicSR's `parse_options` needs before it can even parse it
+    (it would raise KeyError / TypeError otherwise). Returns the dict. Raises OptionError.
+
+    Read with `yaml.safe_load`: BasicSR reads option files with PyYAML's full loader, which builds arbitrary Python
+    objects from `!!python/...` tags; a file with such tags is refused here before BasicSR sees it.
+    """
+    import yaml
+
+    from dupru_basicsr.options import OptionError
+    if not osp.isfile(path):
+        what = 'is a folder' if osp.isdir(path) else 'does not exist'
+        raise OptionError(f'-opt {path} {what}; give the path of a BasicSR option YAML file (e.g. '
+                          'options/train/tiny/train_MSRResNet_x4_tiny_DUPru.yml).')
+    try:
+        with open(path, encoding='utf-8') as f:
+            opt = yaml.safe_load(f)
+    except yaml.constructor.ConstructorError as e:
+        raise OptionError(f'-opt {path} uses the YAML tag {e.problem.split("tag ")[-1].strip(chr(39))}, which builds '
+                          'Python objects; an option file holds plain values only (numbers, strings, lists, '
+                          'mappings).') from None
+    except yaml.YAMLError as e:
+        detail = ' '.join(str(e).split())
+        raise OptionError(f'-opt {path} is not valid YAML ({detail}); fix the file.') from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise OptionError(f'-opt {path} cannot be read ({e}).') from None
+    if not isinstance(opt, dict):
+        raise OptionError(f'-opt {path} holds {type(opt).__name__}, not a mapping of BasicSR options.')
+    name = opt.get('name')
+    if not isinstance(name, str) or not name.strip() or name in ('.', '..') or '/' in name or '\\' in name:
+        raise OptionError(f'{path}: name is {name!r}; it names the experiment folder (experiments/<name>, '
+                          'results/<name>): give a non-empty name without / or \\.')
+    if 'num_gpu' not in opt:
+        raise OptionError(f'{path}: num_gpu is missing; set num_gpu: 0 (CPU), a number of GPUs or auto.')
+    _required_mapping(opt, 'datasets', path, 'datasets.train, datasets.val, ... each with its options')
+    bad = next((k for k, v in opt['datasets'].items() if not isinstance(v, dict)), None)
+    if bad is not None:
+        raise OptionError(f'{path}: datasets.{bad} is {opt["datasets"][bad]!r}; each dataset must be a mapping of '
+                          'its options (type, dataroot_gt, dataroot_lq, ...).')
+    _required_mapping(opt, 'path', path, 'e.g. pretrain_network_g, strict_load_g, resume_state; it may be empty: {}')
+    return opt
+
+
+def check_basicsr_command_line(argv):
+    """Check the parts of a BasicSR command line (`-opt`, `--launcher`, `--force_yml`) that BasicSR would turn into a
+    traceback. Usage errors (missing -opt, unknown flags) are left to BasicSR's own argparse parser."""
+    from dupru_basicsr.options import OptionError
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('-opt')
+    parser.add_argument('--launcher', default='none')
+    parser.add_argument('--force_yml', nargs='+')
+    known, _ = parser.parse_known_args(argv)
+    if known.opt is None:
+        return
+    opt = check_option_file(known.opt)
+    env = {'pytorch': ('RANK', 'torchrun --nproc_per_node <N> -m dupru_basicsr.train -opt ... --launcher pytorch'),
+           'slurm': ('SLURM_PROCID', 'srun python -m dupru_basicsr.train -opt ... --launcher slurm')}
+    if known.launcher in env and env[known.launcher][0] not in os.environ:
+        variable, how = env[known.launcher]
+        raise OptionError(f'--launcher {known.launcher} needs the environment its launcher sets ({variable} is not '
+                          f'set); start the run with `{how}`, or leave out --launcher for one process.')
+    for entry in known.force_yml or []:
+        keys, _, value = entry.partition('=')
+        parents = [k.strip() for k in keys.split(':')][:-1]
+        node = opt
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if entry.count('=') != 1 or not keys.strip() or not isinstance(node, dict):
+            raise OptionError(f'--force_yml {entry}: give key:subkey=value for a section that exists in the option '
+                              'file (e.g. train:ema_decay=0.999).')
