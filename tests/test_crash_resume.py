@@ -26,8 +26,8 @@ ROUNDS, E = 3, 4
 
 
 def _opt(name=NAME):
-    """3 rounds x 4 iterations, checkpoints every 2 iterations and at round ends, EMA on; Set14 with batch 2 gives
-    7 iterations per epoch, so resumes also cross an epoch boundary."""
+    """3 rounds x 4 iterations, checkpoints every 2 iterations and at round ends, EMA on; the 5 training
+    images with batch 2 give 2 iterations per epoch, so resumes also cross an epoch boundary."""
     return tiny_options(name, 'DUPruModel', pruning={'rounds': ROUNDS, 'iters_per_round': E, 'rate': 30},
                         total_iter=ROUNDS * E, val_freq=E, save_freq=2, ema_decay=0.9)
 
