@@ -21,6 +21,10 @@ class OptionError(ValueError):
     """A wrong or inconsistent option; the message names the key and the fix."""
 
 
+class OptionWarning(UserWarning):
+    """An option that is allowed but probably not meant (training starts); the message names the key and why."""
+
+
 @dataclass
 class PruningConfig:
     """The `pruning:` section of a BasicSR option file (defaults reproduce the paper's DUPru)."""
@@ -567,6 +571,59 @@ def _build_network(opt):
             from None
 
 
+EPS_WARN_FRACTION = 0.01  # warn when pruning.eps exceeds this fraction of the median initial |W| of the targets
+
+
+def _is_normalisation(module):
+    import torch.nn as nn
+    return isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm))
+
+
+def _list_names(names, limit=4):
+    return ', '.join(names[:limit]) + (f' and {len(names) - limit} more' if len(names) > limit else '')
+
+
+def warn_about_targets(net, targets, cfg):
+    """OptionWarnings (training still starts) for pruning targets that are biases or normalisation weights, and for
+    an eps above EPS_WARN_FRACTION of the median |W| of the targets in the freshly built `net`. Returns the messages.
+
+    Why: biases start at 0.0 and normalisation weights at 1.0, so magnitude pruning either removes biases first or
+    cannot rank the weights, and DUPru / UPru freeze every target below eps (DUPru: |W| < eps) from the first step,
+    so zero-initialised biases never train; an eps near the weights' own size freezes live weights, not only pruned
+    ones. Warnings, not errors: such settings are legitimate experiments."""
+    import torch
+    modules = dict(net.named_modules())
+    biases, norms = [], []
+    for name in targets:
+        owner, _, leaf = name.rpartition('.')
+        if leaf == 'bias':
+            biases.append(name)
+        elif _is_normalisation(modules.get(owner)):
+            norms.append(name)
+    freezes_by_eps = cfg.method != 'imp'  # imp freezes the pruned weights only; dupru, upru and custom rules get eps
+    messages = []
+    if biases:
+        frozen = f', and {cfg.method} freezes them (they are below eps) from the first step' if freezes_by_eps else ''
+        messages.append(f'pruning.targets selects {len(biases)} bias tensor(s) ({_list_names(biases)}): biases start '
+                        f'at 0.0, so magnitude pruning removes them first{frozen}; prune weights only (e.g. '
+                        'body.*.weight).')
+    if norms:
+        messages.append(f'pruning.targets selects {len(norms)} normalisation weight(s) ({_list_names(norms)}): they '
+                        'all start at 1.0, so magnitude pruning cannot rank them, and pruning one removes a whole '
+                        "channel's scale; prune convolution / linear weights only.")
+    with torch.no_grad():
+        magnitudes = torch.cat([p.detach().abs().flatten().float() for p in targets.values()])
+        median = magnitudes.median().item() if magnitudes.numel() else 0.0
+    if freezes_by_eps and median > 0 and cfg.eps > EPS_WARN_FRACTION * median:
+        messages.append(f'pruning.eps is {cfg.eps:g}, above {EPS_WARN_FRACTION:.0%} of the median initial |W| of the '
+                        f'targets ({median:.3g}): {cfg.method} freezes the target weights that eps marks as pruned '
+                        f'(|W| < eps for dupru), so it would freeze live weights too; use an eps well below '
+                        f'{median:.3g} (the paper uses 1.0e-6).')
+    for message in messages:
+        warnings.warn(message, OptionWarning, stacklevel=2)
+    return messages
+
+
 def check_pruning_options(opt):
     """Validate the `pruning:` section against the rest of the options (targets exist, iterations add up)."""
     from dupru_basicsr.pruning.targets import select_targets
@@ -586,8 +643,9 @@ def check_pruning_options(opt):
                           'the iterations of one round.')
     if opt.get('network_g'):
         targets = cfg.resolve_targets(opt['network_g'].get('type'))
+        net = _build_network(opt)
         try:
-            select_targets(_build_network(opt), targets)
+            warn_about_targets(net, select_targets(net, targets), cfg)
         except ValueError as e:
             raise OptionError(f'pruning.targets: {e} Fix the pattern (fnmatch syntax, e.g. body.*.weight).') from None
     return cfg

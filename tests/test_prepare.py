@@ -249,6 +249,10 @@ def _one_pixel_lr(folder):
     write_random_images(folder, {'thin': (6, 30)})  # 4 rows after mod-crop: a 1-row x4 LR image
 
 
+def _too_small_to_evaluate(folder):
+    write_random_images(folder, {'photo10': (10, 10)})  # would be a 2x2 x4 LR image: SSIM has nothing left
+
+
 def _duplicate_name(folder):
     write_random_images(folder, {'good': (64, 64)})
     (folder / 'good.bmp').write_bytes((folder / 'good.png').read_bytes())
@@ -264,6 +268,9 @@ BAD_IMAGE_CASES = {
                           ['small.png', '40x100', '--crop-size 48']),
     'smaller-than-scale': (_smaller_than_scale, ['--scales', '4'], ['tiny.png', '3x30', '--scales']),
     'one-pixel-lr': (_one_pixel_lr, ['--scales', '4'], ['thin.png', '6x30 (4x28 after mod-crop', 'x4', '--scales']),
+    'too-small-to-evaluate': (_too_small_to_evaluate, ['--scales', '4'],
+                              ['photo10.png', '10x10 (8x8 after mod-crop to a multiple of 4) is too small to evaluate '
+                               'at x4: every side must keep at least 19 pixels', '--scales']),
     'duplicate-name': (_duplicate_name, [], ['good.bmp', 'good.png', 'rename']),
 }
 
@@ -281,6 +288,28 @@ def test_bad_image_is_refused_and_nothing_written(tmp_path, capsys, case):
         assert text in stderr, (text, stderr)
     assert 'fine1' not in stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize('scale, smallest_refused, smallest_accepted', [(2, 14, 16), (3, 15, 18), (4, 16, 20)])
+def test_smallest_usable_image(tmp_path, capsys, scale, smallest_refused, smallest_accepted):
+    """At least 4 LR pixels a side, and room for BasicSR's SSIM (crop `scale` border pixels, then an 11x11 window):
+    every small image is named in one error (exit 2); the smallest accepted size is evaluated with a finite SSIM."""
+    from basicsr.metrics import calculate_psnr, calculate_ssim
+    src = write_random_images(tmp_path / 'hr', {'a': (smallest_refused, 40), 'b': (40, smallest_refused),
+                                                'ok': (smallest_accepted, smallest_accepted)})
+    assert main(['--input', src, '--out', str(tmp_path / 'out'), '--scales', str(scale), '--workers', '1']) == 2
+    error = capsys.readouterr().err.partition('dupru-prepare: error: ')[2]  # after the progress bar
+    assert error.count('\n') == 3 and '2 problem(s)' in error and 'a.png' in error and 'b.png' in error, error
+    assert not (tmp_path / 'out').exists()
+
+    os.remove(osp.join(src, 'a.png'))
+    os.remove(osp.join(src, 'b.png'))
+    result = prepare(input_dir=src, out_dir=str(tmp_path / 'out'), scales=(scale, ), workers=1, progress=False)
+    gt = read(osp.join(result['gt'], 'ok.png'))
+    lr = read(osp.join(result['lr'][scale], 'ok.png'))
+    up = cv2.resize(lr, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_CUBIC)
+    assert np.isfinite(calculate_ssim(up, gt, crop_border=scale, test_y_channel=True))
+    assert np.isfinite(calculate_psnr(up, gt, crop_border=scale, test_y_channel=True))
 
 
 def test_option_and_folder_rejections(tmp_path, capsys):
