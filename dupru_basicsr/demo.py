@@ -37,8 +37,9 @@ class DemoError(ValueError):
     """A wrong demo option or output folder; the message says what to do."""
 
 
-def prepare_data(data_dir, progress=True):
-    """skimage photos -> <data_dir>/{train,val}/{GTmod4,LRbicx4}; train also as 120x120 sub-images."""
+def prepare_data(data_dir, progress=True, subimages=True):
+    """skimage photos -> <data_dir>/{train,val}/{GTmod4,LRbicx4}; train also as 120x120 sub-images when
+    `subimages` (the test suite trains on the whole photos and does without them)."""
     import cv2
 
     from dupru_basicsr.prepare import load_skimage_photos, prepare
@@ -58,7 +59,7 @@ def prepare_data(data_dir, progress=True):
             input_dir=source,
             out_dir=osp.join(data_dir, split),
             scales=(4, ),
-            subimages=(split == 'train'),
+            subimages=subimages and split == 'train',
             crop_size=120,
             step=60,
             force=True,

@@ -6,6 +6,8 @@ import difflib
 import os
 import os.path as osp
 import re
+import warnings
+import zlib
 from dataclasses import dataclass, fields
 from typing import List, Optional
 
@@ -17,6 +19,10 @@ GRADUAL_KEYS = ('start_iter', 'end_iter', 'final_sparsity', 'frequency')
 
 class OptionError(ValueError):
     """A wrong or inconsistent option; the message names the key and the fix."""
+
+
+class OptionWarning(UserWarning):
+    """An option that is allowed but probably not meant (training starts); the message names the key and why."""
 
 
 @dataclass
@@ -261,21 +267,58 @@ def _check_schedule_options(opt):
                               f'{total}.')
 
 
-def _image_size(path, key):
-    """(width, height) of an image file, reading only its header when PIL is there."""
+MAX_LISTED_PROBLEMS = 10  # a folder of 800 bad pairs gives a readable message, not 800 lines
+_PNG_START = b'\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR'  # signature, then the 13-byte IHDR chunk
+_PNG_END = b'\x00\x00\x00\x00IEND\xaeB`\x82'  # the IEND chunk that ends every complete PNG file
+_JPEG_END = b'\xff\xd9'  # the end-of-image marker
+_JPEG_TAIL = 1024  # bytes searched for it: some writers append a few bytes after the marker
+
+
+class _ImageProblem(ValueError):
+    """What is wrong with an image file (the message completes a sentence starting with its path)."""
+
+
+def image_header(path):
+    """(width, height) of an image file, from its header; raises ValueError saying what is wrong with the file.
+
+    Reads the header and the last bytes, never the pixels, so that every pair of DIV2K's 32k sub-images is checked
+    in seconds. Caught: empty or missing files, files no image library recognises, broken headers (PNG: IHDR
+    checksum) and PNG / JPEG files cut short (their end marker is missing). Not caught: damaged bytes in the middle
+    of a complete file; only decoding the pixels (BasicSR, when it loads the image) finds those.
+    """
     try:
-        from PIL import Image
-        with Image.open(path) as img:
-            return img.size
-    except ImportError:
-        pass
+        with open(path, 'rb') as f:
+            head = f.read(len(_PNG_START) + 17)
+            if head.startswith(_PNG_START):  # PNG, BasicSR's format, read directly: 5x faster than Pillow
+                if zlib.crc32(head[12:29]) != int.from_bytes(head[29:33], 'big'):
+                    raise _ImageProblem('has a damaged PNG header (its IHDR checksum does not match)')
+                size, fmt = (int.from_bytes(head[16:20], 'big'), int.from_bytes(head[20:24], 'big')), 'PNG'
+            else:
+                size, fmt = _pillow_header(f)
+            length = os.fstat(f.fileno()).st_size
+            f.seek(max(0, length - _JPEG_TAIL))
+            tail = f.read()
+    except _ImageProblem:
+        raise
     except Exception as e:  # noqa: BLE001 - any unreadable file is reported with its path
-        raise OptionError(f'{key}: "{path}" cannot be read as an image ({e}); replace or remove it.') from None
-    import cv2
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise OptionError(f'{key}: "{path}" cannot be read as an image; replace or remove it.')
-    return img.shape[1], img.shape[0]
+        raise _ImageProblem(f'cannot be read as an image ({type(e).__name__}: {e})') from None
+    if min(size) < 1:
+        raise _ImageProblem(f'has an empty image size {size[0]}x{size[1]} in its header')
+    if fmt == 'PNG' and not tail.endswith(_PNG_END):
+        raise _ImageProblem('is a truncated PNG file (it does not end with the IEND chunk)')
+    if fmt == 'JPEG' and _JPEG_END not in tail:
+        raise _ImageProblem('is a truncated JPEG file (no end-of-image marker in its last bytes)')
+    return size
+
+
+def _pillow_header(f):
+    """((width, height), format) of any other image file, read by Pillow (a BasicSR dependency) from its header."""
+    from PIL import Image
+    f.seek(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # e.g. DecompressionBombWarning: the size is all we want
+        with Image.open(f) as img:
+            return img.size, img.format
 
 
 def _list_images(folder):
@@ -283,8 +326,35 @@ def _list_images(folder):
     return sorted(e.name for e in os.scandir(folder) if not e.name.startswith('.') and e.is_file())
 
 
+def _raise_problems(key, problems, total):
+    """One OptionError for the problems of one dataset: a single line for one problem, else a list."""
+    if len(problems) == 1:
+        raise OptionError(f'{key}: {problems[0]}')
+    lines = problems[:MAX_LISTED_PROBLEMS]
+    if len(problems) > MAX_LISTED_PROBLEMS:
+        lines.append(f'... and {len(problems) - MAX_LISTED_PROBLEMS} more')
+    raise OptionError(f'{key}: {len(problems)} problems in {total} GT/LR pairs:\n'
+                      + '\n'.join(f'  {line}' for line in lines))
+
+
+def _pair_size_problems(key, phase, dset, scale, gt, lq, gt_size, lq_size):
+    """Problems of one GT/LR pair of known sizes (width, height): GT = LR x scale, and a training crop fits."""
+    (gw, gh), (lw, lh) = gt_size, lq_size
+    if scale is not None and (gw, gh) != (lw * scale, lh * scale):
+        return [f'GT image "{gt}" is {gw}x{gh} but its LR image "{lq}" is {lw}x{lh}; with scale {scale} the GT must '
+                f'be {lw * scale}x{lh * scale}. Point dataroot_lq at the x{scale} LR images, or set scale to the '
+                'factor of this data (or remove the pair).']
+    crop = _as_int(dset.get('gt_size')) if phase == 'train' else None
+    if crop is not None and scale is not None and min(gw, gh) < crop:
+        largest = min(gw, gh) // scale * scale
+        return [f'GT image "{gt}" is {gw}x{gh}, smaller than {key}.gt_size {crop}, the training crop; lower gt_size '
+                f'to at most {largest} or remove the pair.']
+    return []
+
+
 def _check_pairs(opt, phase, dset):
-    """A PairedImageDataset on disk: every GT file has its LR file, and the first pair has GT = LR x scale."""
+    """A PairedImageDataset on disk: every GT file has its LR file, and every pair has readable headers, GT = LR x
+    scale and, for training, room for a gt_size crop (see `image_header` for what is and is not caught)."""
     key = f'datasets.{phase}'
     gt_root, lq_root = dset['dataroot_gt'], dset['dataroot_lq']
     for root_key, root in (('dataroot_gt', gt_root), ('dataroot_lq', lq_root)):
@@ -309,31 +379,92 @@ def _check_pairs(opt, phase, dset):
     if not gt_names:
         raise OptionError(f'{key}.dataroot_gt: "{gt_root}" has no images; prepare the data (e.g. `dupru-prepare`) or '
                           'fix the path.')
+    pairs = []
     for name in gt_names:
         base, ext = osp.splitext(osp.basename(name))
         lq_name = f'{tmpl.format(base)}{ext}'
         if lq_name not in lq_files:
             raise OptionError(f'{key}: GT image "{osp.join(gt_root, name)}" has no LR image "{lq_name}" in '
                               f'dataroot_lq "{lq_root}"; fix dataroot_lq or filename_tmpl (now "{tmpl}").')
+        pairs.append((osp.join(gt_root, name), osp.join(lq_root, lq_name)))
     scale = _as_int(opt.get('scale'))
-    first_gt = osp.join(gt_root, gt_names[0])
-    base, ext = osp.splitext(osp.basename(gt_names[0]))
-    first_lq = osp.join(lq_root, f'{tmpl.format(base)}{ext}')
-    (gw, gh), (lw, lh) = _image_size(first_gt, f'{key}.dataroot_gt'), _image_size(first_lq, f'{key}.dataroot_lq')
-    if scale is not None and (gw, gh) != (lw * scale, lh * scale):
-        raise OptionError(f'{key}: GT image "{first_gt}" is {gw}x{gh} but its LR image "{first_lq}" is {lw}x{lh}; '
-                          f'with scale {scale} the GT must be {lw * scale}x{lh * scale}. Point dataroot_lq at the '
-                          f'x{scale} LR images, or set scale to the factor of this data.')
     if phase == 'train':
-        _check_train_batch(opt, dset, len(gt_names), scale)
+        _check_gt_size(dset, scale)
+    problems = []
+    for gt, lq in pairs:
+        sizes = []
+        for path in (gt, lq):
+            try:
+                sizes.append(image_header(path))
+            except ValueError as e:
+                problems.append(f'"{path}" {e}; replace it or remove the pair.')
+        if len(sizes) == 2:
+            problems += _pair_size_problems(key, phase, dset, scale, gt, lq, *sizes)
+    if problems:
+        _raise_problems(key, problems, len(pairs))
+    if phase == 'train':
+        _check_train_batch(opt, dset, len(pairs))
 
 
-def _check_train_batch(opt, dset, num_images, scale):
+_LMDB_META_LINE = re.compile(r'^(?P<key>[^.\s]+)\S* \((?P<h>\d+),(?P<w>\d+),(?P<c>\d+)\)')
+
+
+def _lmdb_sizes(key, root_key, root):
+    """{key: (width, height)} from the meta_info.txt of a BasicSR LMDB (the sizes BasicSR wrote with the images)."""
+    meta = osp.join(root, 'meta_info.txt')
+    sizes = {}
+    with open(meta) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            m = _LMDB_META_LINE.match(line)
+            if not m:
+                raise OptionError(f'{key}.{root_key}: line {number} of "{meta}" is not "<name>.png (h,w,c) <level>" '
+                                  f'({line.strip()!r}); rebuild the LMDB (e.g. `dupru-prepare --lmdb`).')
+            sizes[m['key']] = (int(m['w']), int(m['h']))
+    return sizes
+
+
+def _check_lmdb_pairs(opt, phase, dset):
+    """A PairedImageDataset in LMDBs: the same keys in both, and the sizes listed in their meta_info.txt agree with
+    the scale and the training crop. The image bytes inside the LMDBs are not read."""
+    key = f'datasets.{phase}'
+    for root_key in ('dataroot_gt', 'dataroot_lq'):
+        if not str(dset[root_key]).endswith('.lmdb'):
+            raise OptionError(f'{key}.{root_key}: "{dset[root_key]}" does not end with .lmdb, which BasicSR requires '
+                              'for io_backend.type: lmdb; point it at the .lmdb folder or set io_backend.type: disk.')
+    gt_sizes = _lmdb_sizes(key, 'dataroot_gt', dset['dataroot_gt'])
+    lq_sizes = _lmdb_sizes(key, 'dataroot_lq', dset['dataroot_lq'])
+    if not gt_sizes:
+        raise OptionError(f'{key}.dataroot_gt: "{dset["dataroot_gt"]}" lists no images in its meta_info.txt; rebuild '
+                          'the LMDB.')
+    only = sorted(set(gt_sizes) ^ set(lq_sizes))
+    if only:
+        where = 'dataroot_gt' if only[0] in gt_sizes else 'dataroot_lq'
+        raise OptionError(f'{key}: the LMDBs hold different keys ({len(only)} in only one of them, e.g. "{only[0]}" '
+                          f'only in {where}); BasicSR pairs GT and LR by key: rebuild them from matching folders.')
+    scale = _as_int(opt.get('scale'))
+    if phase == 'train':
+        _check_gt_size(dset, scale)
+    problems = []
+    for name in sorted(gt_sizes):
+        gt, lq = f'{dset["dataroot_gt"]}:{name}', f'{dset["dataroot_lq"]}:{name}'
+        problems += _pair_size_problems(key, phase, dset, scale, gt, lq, gt_sizes[name], lq_sizes[name])
+    if problems:
+        _raise_problems(key, problems, len(gt_sizes))
+    if phase == 'train':
+        _check_train_batch(opt, dset, len(gt_sizes))
+
+
+def _check_gt_size(dset, scale):
     gt_size = dset.get('gt_size')
     if gt_size is not None and scale is not None and (_as_int(gt_size) is None or gt_size % scale):
         hint = f', e.g. {max(scale, _as_int(gt_size) // scale * scale)}' if _as_int(gt_size) else ''
         raise OptionError(f'datasets.train.gt_size is {gt_size!r}; it must be a multiple of scale ({scale}) so that '
                           f'GT and LR crops match{hint}.')
+
+
+def _check_train_batch(opt, dset, num_images):
     batch = _as_int(dset.get('batch_size_per_gpu'))
     if batch is None or batch < 1:
         raise OptionError(f'datasets.train.batch_size_per_gpu is {dset.get("batch_size_per_gpu")!r}; set it to an '
@@ -374,6 +505,8 @@ def _check_datasets(opt):
                               'with `dupru-prepare --subimages`.')
         if paired and io_backend == 'disk':
             _check_pairs(opt, phase, dset)
+        elif paired and io_backend == 'lmdb':
+            _check_lmdb_pairs(opt, phase, dset)
 
 
 def _network_scale(net_opt):
@@ -400,7 +533,8 @@ def _check_scale(opt):
 def check_options(opt):
     """Check a parsed BasicSR option dict before training/testing starts. Raises OptionError.
 
-    Cheap checks first; the data check reads the folder listings and the header of one GT/LR pair per dataset.
+    Cheap checks first; the data check reads the folder listings and the header of every GT/LR image (seconds for
+    DIV2K's 32k sub-images).
     """
     is_train = opt.get('is_train', True)
     _check_registered(opt)
@@ -427,11 +561,15 @@ def _build_network(opt):
     """network_g built as BasicSR builds it (without its logging), or an OptionError naming the bad argument."""
     # Not basicsr's build_network: it logs, and BasicSR's root logger must not be touched before the log file
     # handler is set up (it would never get one).
+    # fork_rng: a check must not draw from the run's random stream, or DUPruModel (which checks its options when it
+    # is built) would start from another W0 than SRModel with the same manual_seed.
+    import torch
     from basicsr.utils.registry import ARCH_REGISTRY
     net_opt = dict(opt['network_g'])
     arch = net_opt.pop('type')
     try:
-        return ARCH_REGISTRY.get(arch)(**net_opt)
+        with torch.random.fork_rng(devices=[]):
+            return ARCH_REGISTRY.get(arch)(**net_opt)
     except TypeError as e:
         raise OptionError(f'network_g: {arch} cannot be built from these options ({e}); fix the network_g keys.') \
             from None
@@ -472,6 +610,59 @@ def check_pretrained_network(opt):
                           'architecture or fix network_g.') from None
 
 
+EPS_WARN_FRACTION = 0.01  # warn when pruning.eps exceeds this fraction of the median initial |W| of the targets
+
+
+def _is_normalisation(module):
+    import torch.nn as nn
+    return isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm))
+
+
+def _list_names(names, limit=4):
+    return ', '.join(names[:limit]) + (f' and {len(names) - limit} more' if len(names) > limit else '')
+
+
+def warn_about_targets(net, targets, cfg):
+    """OptionWarnings (training still starts) for pruning targets that are biases or normalisation weights, and for
+    an eps above EPS_WARN_FRACTION of the median |W| of the targets in the freshly built `net`. Returns the messages.
+
+    Why: biases start at 0.0 and normalisation weights at 1.0, so magnitude pruning either removes biases first or
+    cannot rank the weights, and DUPru / UPru freeze every target below eps (DUPru: |W| < eps) from the first step,
+    so zero-initialised biases never train; an eps near the weights' own size freezes live weights, not only pruned
+    ones. Warnings, not errors: such settings are legitimate experiments."""
+    import torch
+    modules = dict(net.named_modules())
+    biases, norms = [], []
+    for name in targets:
+        owner, _, leaf = name.rpartition('.')
+        if leaf == 'bias':
+            biases.append(name)
+        elif _is_normalisation(modules.get(owner)):
+            norms.append(name)
+    freezes_by_eps = cfg.method != 'imp'  # imp freezes the pruned weights only; dupru, upru and custom rules get eps
+    messages = []
+    if biases:
+        frozen = f', and {cfg.method} freezes them (they are below eps) from the first step' if freezes_by_eps else ''
+        messages.append(f'pruning.targets selects {len(biases)} bias tensor(s) ({_list_names(biases)}): biases start '
+                        f'at 0.0, so magnitude pruning removes them first{frozen}; prune weights only (e.g. '
+                        'body.*.weight).')
+    if norms:
+        messages.append(f'pruning.targets selects {len(norms)} normalisation weight(s) ({_list_names(norms)}): they '
+                        'all start at 1.0, so magnitude pruning cannot rank them, and pruning one removes a whole '
+                        "channel's scale; prune convolution / linear weights only.")
+    with torch.no_grad():
+        magnitudes = torch.cat([p.detach().abs().flatten().float() for p in targets.values()])
+        median = magnitudes.median().item() if magnitudes.numel() else 0.0
+    if freezes_by_eps and median > 0 and cfg.eps > EPS_WARN_FRACTION * median:
+        messages.append(f'pruning.eps is {cfg.eps:g}, above {EPS_WARN_FRACTION:.0%} of the median initial |W| of the '
+                        f'targets ({median:.3g}): {cfg.method} freezes the target weights that eps marks as pruned '
+                        f'(|W| < eps for dupru), so it would freeze live weights too; use an eps well below '
+                        f'{median:.3g} (the paper uses 1.0e-6).')
+    for message in messages:
+        warnings.warn(message, OptionWarning, stacklevel=2)
+    return messages
+
+
 def check_pruning_options(opt):
     """Validate the `pruning:` section against the rest of the options (targets exist, iterations add up)."""
     from dupru_basicsr.pruning.targets import select_targets
@@ -491,8 +682,9 @@ def check_pruning_options(opt):
                           'the iterations of one round.')
     if opt.get('network_g'):
         targets = cfg.resolve_targets(opt['network_g'].get('type'))
+        net = _build_network(opt)
         try:
-            select_targets(_build_network(opt), targets)
+            warn_about_targets(net, select_targets(net, targets), cfg)
         except ValueError as e:
             raise OptionError(f'pruning.targets: {e} Fix the pattern (fnmatch syntax, e.g. body.*.weight).') from None
     return cfg

@@ -245,6 +245,13 @@ def inspect_image(path):
     return _describe_image(path, img)
 
 
+def min_side(scale):
+    """The smallest HR side (after mod-crop) usable at `scale`: 4 x scale (4 LR pixels), and at least 2 x scale + 11
+    so that BasicSR's SSIM, which crops `scale` border pixels (crop_border: 4 for x4 in its options) and then a
+    5-pixel margin of its 11x11 Gaussian window, keeps at least one pixel (else SSIM is NaN or OpenCV raises)."""
+    return max(4 * scale, 2 * scale + 11)
+
+
 def _image_problems(info, multiple, max_scale, subimages, crop_size, convert):
     """Problems with one image, each naming the file and the fix; empty if it can be used."""
     path = info['path']
@@ -265,10 +272,11 @@ def _image_problems(info, multiple, max_scale, subimages, crop_size, convert):
     height, width = info['height'], info['width']
     cropped_h, cropped_w = height - height % multiple, width - width % multiple
     cropped = f'{height}x{width} ({cropped_h}x{cropped_w} after mod-crop to a multiple of {multiple})'
-    min_size = 2 * max_scale  # BasicSR's imresize fails for a 1-pixel LR side (its border padding needs 2)
+    min_size = min_side(max_scale)
     if min(cropped_h, cropped_w) < min_size:
-        problems.append(f'{path}: {cropped} is too small for x{max_scale}: every side must keep at least {min_size} '
-                        'pixels after mod-crop (2 LR pixels); remove it or use smaller --scales.')
+        problems.append(f'{path}: {cropped} is too small to evaluate at x{max_scale}: every side must keep at least '
+                        f'{min_size} pixels after mod-crop (4 LR pixels, and room for the 11x11 SSIM window inside '
+                        f'the {max_scale}-pixel border that PSNR/SSIM crop); remove it or use smaller --scales.')
     elif subimages and min(cropped_h, cropped_w) < crop_size:
         problems.append(f'{path}: {cropped} is smaller than --crop-size {crop_size}; remove it or lower --crop-size '
                         f'(keeping it a multiple of {multiple}).')

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny BasicSR option dicts over ../shared/datasets, and an in-process trainer."""
+"""Shared fixtures: tiny BasicSR option dicts over test data that the suite makes itself, an in-process trainer,
+and the CI rule that a skipped test fails the run."""
 import copy
 import os
 import os.path as osp
@@ -8,20 +9,52 @@ import yaml
 import dupru_basicsr  # noqa: F401  (shims before basicsr)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-SHARED_DATA = osp.join(osp.dirname(REPO), 'shared', 'datasets')
 TINY_DUPRU = osp.join(REPO, 'options', 'train', 'tiny', 'train_MSRResNet_x4_tiny_DUPru.yml')
+TEST_DATASETS = ('train', 'val')
+# On CI (env CI set, as GitHub Actions and .ci/run do) a skipped test fails the run, unless its skip reason names one
+# of these: tests that need CUDA, or that only matter without it, cannot all run on one machine. Data is never a
+# reason: the suite makes its own.
+ALLOWED_SKIP_REASONS = ('CUDA', )
+
+_data_root = None  # a session folder (set by _session_data_root); the data is made there on first use
+_prepared = {}  # split -> the folders `dupru_basicsr.prepare.prepare` wrote
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _session_data_root(tmp_path_factory):
+    global _data_root
+    _data_root = tmp_path_factory.mktemp('data')
+
+
+def _prepared_split(name):
+    if name not in TEST_DATASETS:
+        raise ValueError(f'unknown test dataset {name!r}; the suite makes {", ".join(TEST_DATASETS)}')
+    if not _prepared:
+        if _data_root is None:
+            raise RuntimeError('the test data is made inside a pytest session (fixture _session_data_root)')
+        from dupru_basicsr.demo import prepare_data
+        _prepared.update(prepare_data(str(_data_root), progress=False, subimages=False))
+    return _prepared[name]
 
 
 def shared_dataset(name):
-    path = osp.join(SHARED_DATA, name)
-    if not osp.isdir(path):
-        pytest.skip(f'{path} not available')
-    return path
+    """Folder of test dataset `name`, made once per test session (shared by its tests) from scikit-image's photos
+    by the demo's data preparation (`dupru-prepare`, MATLAB-style bicubic x4), in BasicSR's layout `GTmod4/` +
+    `LRbicx4/`: 'train' holds 5 whole photos (400x600 to 872x1000), 'val' the demo's 2 held-out photos
+    (astronaut 512x512, chelsea 300x448)."""
+    return _prepared_split(name)['out']
 
 
-def tiny_options(name, model_type='SRModel', pruning=None, total_iter=6, train_set='Set14', val_set='Set5',
+def shared_pair(name):
+    """(GT folder, x4 LR folder) of test dataset `name` (see shared_dataset)."""
+    split = _prepared_split(name)
+    return split['gt'], split['lr'][4]
+
+
+def tiny_options(name, model_type='SRModel', pruning=None, total_iter=6, train_set='train', val_set='val',
                  gt_size=32, batch=2, ema_decay=0.0, save_freq=None, val_freq=None, workers=0, **train_kw):
-    """A tiny MSRResNet x4 (16 features, 2 blocks) option dict, training on ../shared/datasets with random crops."""
+    """A tiny MSRResNet x4 (16 features, 2 blocks) option dict, training on the session's test data with random
+    crops."""
     with open(TINY_DUPRU) as f:
         opt = yaml.safe_load(f)
     opt = copy.deepcopy(opt)
@@ -30,14 +63,12 @@ def tiny_options(name, model_type='SRModel', pruning=None, total_iter=6, train_s
     opt['num_gpu'] = 0
     opt['manual_seed'] = 10
     train = opt['datasets']['train']
-    train['dataroot_gt'] = osp.join(shared_dataset(train_set), 'GTmod12')
-    train['dataroot_lq'] = osp.join(shared_dataset(train_set), 'LRbicx4')
+    train['dataroot_gt'], train['dataroot_lq'] = shared_pair(train_set)
     train.update(gt_size=gt_size, batch_size_per_gpu=batch, num_worker_per_gpu=workers, dataset_enlarge_ratio=1)
     if val_set:
         val = opt['datasets']['val']
         val['name'] = val_set
-        val['dataroot_gt'] = osp.join(shared_dataset(val_set), 'GTmod12')
-        val['dataroot_lq'] = osp.join(shared_dataset(val_set), 'LRbicx4')
+        val['dataroot_gt'], val['dataroot_lq'] = shared_pair(val_set)
         opt['val']['val_freq'] = val_freq or total_iter
     else:
         del opt['datasets']['val']
@@ -91,3 +122,35 @@ def _restore_argv(monkeypatch):
     import sys
     monkeypatch.setattr(sys, 'argv', list(sys.argv))
     monkeypatch.setenv('PYTHONHASHSEED', os.environ.get('PYTHONHASHSEED', '0'))
+
+
+def _disallowed_skip(report):
+    """The reason of a skip that fails a CI run, else None."""
+    if not (os.environ.get('CI') and report.skipped) or hasattr(report, 'wasxfail'):
+        return None
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    reason = reason[len('Skipped: '):] if reason.startswith('Skipped: ') else reason
+    return None if any(allowed in reason for allowed in ALLOWED_SKIP_REASONS) else reason
+
+
+def _fail_skip(report, reason):
+    report.outcome = 'failed'
+    report.longrepr = (f'skipped on CI ({reason}): CI runs every test; only skips whose reason names one of '
+                       f'{list(ALLOWED_SKIP_REASONS)} are allowed (see tests/conftest.py)')
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    reason = _disallowed_skip(report)
+    if reason is not None:
+        _fail_skip(report, reason)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    report = (yield).get_result()  # a module-level pytest.skip / importorskip
+    reason = _disallowed_skip(report)
+    if reason is not None:
+        _fail_skip(report, reason)

@@ -27,7 +27,6 @@ from dupru_basicsr.compare import CompareError, compare
 
 SCALE = 4
 ARCH = {'num_feat': 8, 'num_block': 2, 'upscale': SCALE}
-SHARED_SET5 = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), '..', 'shared', 'datasets', 'Set5')
 
 
 # ------------------------------------------------------------------------------------------------ builders
@@ -339,19 +338,20 @@ def test_main_reports_errors_with_exit_code_2(setup, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------------ real images
-@pytest.mark.skipif(not osp.isdir(SHARED_SET5), reason='shared Set5 not available')
-def test_shared_set5_highlights_paper_images(setup, tmp_path):
-    data_root = osp.dirname(SHARED_SET5)
-    results = compare([setup['stock'], setup['dupru']], datasets=['Set5'], data_root=data_root,
-                      out_dir=str(tmp_path), crops=['baby', 'butterfly'], repeats=0, tickets=False, progress=False)
-    assert len(results.datasets[0]['images']) == 5
-    assert set(results.settings['crop_windows']) == {'Set5/baby', 'Set5/butterfly'}
-    assert results.settings['crop_windows']['Set5/baby'][2:] == [96, 96]
-    psnr = results.mean('stock (stock_x4)', 'Set5', 'psnr_rgb')
+def test_photos_highlight_chosen_images(setup, tmp_path):
+    """Real photos (the test session's held-out scikit-image photos, made by dupru-prepare), two of them highlighted."""
+    from conftest import shared_pair
+    gt_dir, lr_dir = shared_pair('val')
+    results = compare([setup['stock'], setup['dupru']], dataset_dirs=[f'photos={gt_dir}:{lr_dir}'],
+                      out_dir=str(tmp_path), crops=['astronaut', 'chelsea'], repeats=0, tickets=False, progress=False)
+    assert len(results.datasets[0]['images']) == len(os.listdir(gt_dir)) == 2
+    assert set(results.settings['crop_windows']) == {'photos/astronaut', 'photos/chelsea'}
+    assert results.settings['crop_windows']['photos/astronaut'][2:] == [96, 96]
+    psnr = results.mean('stock (stock_x4)', 'photos', 'psnr_rgb')
     assert 15 < psnr < 40  # a random tiny network stays close to its bilinear skip connection
     with open(osp.join(str(tmp_path), 'report.html'), encoding='utf-8') as f:
         page = f.read()
-    assert page.count('<tr class="highlight">') == 2 * 2  # baby and butterfly, in the RGB and Y per-image tables
+    assert page.count('<tr class="highlight">') == 2 * 2  # both photos, in the RGB and Y per-image tables
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CUDA is available here')

@@ -26,8 +26,8 @@ ROUNDS, E = 3, 4
 
 
 def _opt(name=NAME):
-    """3 rounds x 4 iterations, checkpoints every 2 iterations and at round ends, EMA on; Set14 with batch 2 gives
-    7 iterations per epoch, so resumes also cross an epoch boundary."""
+    """3 rounds x 4 iterations, checkpoints every 2 iterations and at round ends, EMA on; the 5 training
+    images with batch 2 give 2 iterations per epoch, so resumes also cross an epoch boundary."""
     return tiny_options(name, 'DUPruModel', pruning={'rounds': ROUNDS, 'iters_per_round': E, 'rate': 30},
                         total_iter=ROUNDS * E, val_freq=E, save_freq=2, ema_decay=0.9)
 
@@ -235,7 +235,7 @@ def test_truncated_newest_state_falls_back_to_the_previous_one(run_train, refere
     assert re.search(r'Cannot resume from .*/training_states/12\.state: .*12\.state cannot be loaded \(.*\); it is '
                      r'truncated, corrupt', out), out[-2000:]
     log = open(sorted(glob.glob(osp.join(exp, 'train_*.log')))[-1]).read()
-    assert 'Resuming training from epoch: 1, iter: 10.' in log
+    assert 'Resuming training from epoch: 4, iter: 10.' in log  # 2 iterations per epoch: iterations 9-10 are epoch 4
     assert loads and all(w is True for w in loads)  # every load of the resume used weights_only=True
     monkeypatch.undo()
     _assert_everything_loads(tmp_path)  # 12.state was written again, whole
@@ -252,7 +252,7 @@ def test_corrupt_newest_network_falls_back_to_the_previous_state(run_train, refe
     assert re.search(r'Cannot resume from .*/12\.state: .*/models/net_g_12\.pth cannot be loaded \(RuntimeError: '
                      r'record archive/data/\d+ fails its CRC check\)', out), out[-2000:]
     log = open(sorted(glob.glob(osp.join(exp, 'train_*.log')))[-1]).read()
-    assert 'Resuming training from epoch: 1, iter: 10.' in log
+    assert 'Resuming training from epoch: 4, iter: 10.' in log  # 2 iterations per epoch: iterations 9-10 are epoch 4
     _assert_everything_loads(tmp_path)
     _assert_same_weights(_final(exp), reference[1])
 

@@ -18,7 +18,7 @@ import sys
 import pytest
 import torch
 
-from conftest import shared_dataset, tiny_options, write_options
+from conftest import shared_pair, tiny_options, write_options
 
 ROUNDS, E = 3, 4
 ROUND_ENDS = [E * r for r in range(1, ROUNDS + 1)]
@@ -27,18 +27,21 @@ KILL_ENV, DUMP_ENV = 'DUPRU_TEST_KILL_AT', 'DUPRU_TEST_DUMP_DIR'
 
 @pytest.fixture(scope='module')
 def patches(tmp_path_factory):
-    """8 GT 32x32 / LR 8x8 pairs cut from Set14 (aligned with the x4 grid)."""
+    """8 GT 32x32 / LR 8x8 pairs cut from the training photos (two side by side from the centre of each of the first
+    4, aligned with the x4 grid)."""
     import cv2
     root = tmp_path_factory.mktemp('patches')
-    src = shared_dataset('Set14')
+    gt_root, lq_root = shared_pair('train')
     for sub in ('gt', 'lq'):
         (root / sub).mkdir()
-    for name in sorted(os.listdir(osp.join(src, 'LRbicx4')))[:8]:
-        lq = cv2.imread(osp.join(src, 'LRbicx4', name))
-        gt = cv2.imread(osp.join(src, 'GTmod12', name))
-        y, x = lq.shape[0] // 2 - 4, lq.shape[1] // 2 - 4
-        cv2.imwrite(str(root / 'lq' / name), lq[y:y + 8, x:x + 8])
-        cv2.imwrite(str(root / 'gt' / name), gt[4 * y:4 * y + 32, 4 * x:4 * x + 32])
+    for name in sorted(os.listdir(lq_root))[:4]:
+        lq, gt = cv2.imread(osp.join(lq_root, name)), cv2.imread(osp.join(gt_root, name))
+        for k, x in enumerate((lq.shape[1] // 2 - 8, lq.shape[1] // 2)):
+            y = lq.shape[0] // 2 - 4
+            patch = f'{osp.splitext(name)[0]}_{k}.png'
+            cv2.imwrite(str(root / 'lq' / patch), lq[y:y + 8, x:x + 8])
+            cv2.imwrite(str(root / 'gt' / patch), gt[4 * y:4 * y + 32, 4 * x:4 * x + 32])
+    assert len(os.listdir(root / 'gt')) == 8
     return root
 
 

@@ -142,7 +142,9 @@ def test_interrupted_and_resumed_equals_uninterrupted(run_train, monkeypatch, st
     monkeypatch.setattr(DUPruModel, 'optimize_parameters', original)
     _, exp_cut = run_train(opt, '--auto_resume')
     log = open(sorted(glob.glob(osp.join(exp_cut, 'train_*.log')))[-1]).read()
-    assert f'Resuming training from epoch: 0, iter: {stop_after - 1}' in log
+    resumed_iter = stop_after - 1
+    epoch = (resumed_iter - 1) // 2  # 5 training images, batch 2 (last partial batch dropped): 2 iterations per epoch
+    assert f'Resuming training from epoch: {epoch}, iter: {resumed_iter}.' in log
     resumed = _final_weights(exp_cut)
     for a, b in zip(full, resumed):
         for k in a:

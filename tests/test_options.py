@@ -11,7 +11,7 @@ import subprocess
 import sys
 import pytest
 
-from conftest import run_in, shared_dataset, tiny_options, write_options
+from conftest import run_in, shared_pair, tiny_options, write_options
 
 NAME = 'prev'  # every refused start reuses the name of the previous run, so a start that got through would archive it
 
@@ -182,19 +182,20 @@ def test_scale_differs_from_network(workdir):
 
 
 def test_scale_differs_from_data_names_the_files(workdir, tmp_path):
-    """The data check: the first GT/LR pair of the val set is x2 data while the options say x4."""
+    """The data check: the val set's LR folder holds x2 data (astronaut.png, 512x512) while the options say x4."""
     import cv2
-    gt_root = shared_dataset('Set5') + '/GTmod12'
-    lq_root = tmp_path / 'Set5_LRx2'
+    gt_root = shared_pair('val')[0]
+    lq_root = tmp_path / 'val_LRx2'
     lq_root.mkdir()
     for name in sorted(os.listdir(gt_root)):
         img = cv2.imread(osp.join(gt_root, name))
         cv2.imwrite(str(lq_root / name), cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2)))
     opt = _valid()
     opt['datasets']['val']['dataroot_lq'] = str(lq_root)
-    msg = _refused(workdir, opt, r'datasets\.val: GT image ".*/Set5/GTmod12/baby\.png" is 504x504 but its LR image '
-                   r'".*/Set5_LRx2/baby\.png" is 252x252; with scale 4 the GT must be 1008x1008\.')
-    assert 'Point dataroot_lq at the x4 LR images' in msg
+    msg = _refused(workdir, opt, r'datasets\.val: 2 problems in 2 GT/LR pairs:\n  GT image ".*/val/GTmod4/'
+                   r'astronaut\.png" is 512x512 but its LR image ".*/val_LRx2/astronaut\.png" is 256x256; with scale 4 '
+                   r'the GT must be 1024x1024\.')
+    assert 'Point dataroot_lq at the x4 LR images' in msg and '/val_LRx2/chelsea.png" is 224x150' in msg
 
 
 def test_scale_differs_from_data_when_options_agree(workdir):
@@ -202,8 +203,10 @@ def test_scale_differs_from_data_when_options_agree(workdir):
     opt = _valid()
     opt['scale'] = 2
     opt['network_g']['upscale'] = 2
-    _refused(workdir, opt, r'datasets\.train: GT image ".*/Set14/GTmod12/baboon\.png" is 492x480 but its LR image '
-             r'".*/Set14/LRbicx4/baboon\.png" is 123x120; with scale 2 the GT must be 246x240')
+    msg = _refused(workdir, opt, r'datasets\.train: 5 problems in 5 GT/LR pairs:\n  GT image ".*/train/GTmod4/'
+                   r'coffee\.png" is 600x400 but its LR image ".*/train/LRbicx4/coffee\.png" is 150x100; with scale 2 '
+                   r'the GT must be 300x200')
+    assert msg.count('with scale 2 the GT must be') == 5
 
 
 @pytest.mark.parametrize('root_key', ['dataroot_gt', 'dataroot_lq'])
@@ -230,21 +233,21 @@ def test_empty_dataset_folder(workdir, tmp_path):
 
 def test_lr_file_missing_for_a_gt_file(workdir, tmp_path):
     lq = tmp_path / 'lq'
-    shutil.copytree(shared_dataset('Set14') + '/LRbicx4', lq)
-    os.rename(lq / 'zebra.png', lq / 'zebra_x4.png')
+    shutil.copytree(shared_pair('train')[1], lq)
+    os.rename(lq / 'rocket.png', lq / 'rocket_x4.png')
     opt = _valid()
     opt['datasets']['train']['dataroot_lq'] = str(lq)
-    _refused(workdir, opt, r'datasets\.train: GT image ".*/zebra\.png" has no LR image "zebra\.png" in dataroot_lq '
+    _refused(workdir, opt, r'datasets\.train: GT image ".*/rocket\.png" has no LR image "rocket\.png" in dataroot_lq '
              r'".*"; fix dataroot_lq or filename_tmpl')
 
 
 def test_gt_and_lr_counts_differ(workdir, tmp_path):
     lq = tmp_path / 'lq'
-    shutil.copytree(shared_dataset('Set14') + '/LRbicx4', lq)
-    os.remove(lq / 'zebra.png')
+    shutil.copytree(shared_pair('train')[1], lq)
+    os.remove(lq / 'rocket.png')
     opt = _valid()
     opt['datasets']['train']['dataroot_lq'] = str(lq)
-    _refused(workdir, opt, r'datasets\.train: dataroot_gt ".*" has 14 files but dataroot_lq ".*" has 13')
+    _refused(workdir, opt, r'datasets\.train: dataroot_gt ".*" has 5 files but dataroot_lq ".*" has 4')
 
 
 def test_gt_size_not_a_multiple_of_scale(workdir):
@@ -255,9 +258,9 @@ def test_gt_size_not_a_multiple_of_scale(workdir):
 
 def test_batch_larger_than_dataset(workdir):
     opt = _valid()
-    opt['datasets']['train']['batch_size_per_gpu'] = 16  # Set14 has 14 images, enlarge ratio 1
-    _refused(workdir, opt, r'datasets\.train: 14 images x dataset_enlarge_ratio 1 give fewer samples than one batch '
-             r'\(16\)')
+    opt['datasets']['train']['batch_size_per_gpu'] = 6  # the training set has 5 images, enlarge ratio 1
+    _refused(workdir, opt, r'datasets\.train: 5 images x dataset_enlarge_ratio 1 give fewer samples than one batch '
+             r'\(6\)')
 
 
 def test_pruning_section_with_a_model_that_ignores_it(workdir):

@@ -1,10 +1,11 @@
 """Tests of the data preparation CLI (`python -m dupru_basicsr.prepare`).
 
-The Set5 test is the one that matters for results: LR images regenerated from the shipped GTmod12 must agree with the
-shipped (MATLAB-made) LRbicx4, otherwise PSNR/SSIM would not be comparable with published numbers. The other tests
-use small random images in tmp_path, and mostly one worker, so that the file runs in seconds.
+The MATLAB test is the one that matters for results: LR images made here must agree with MATLAB's (a crop of Set5 and
+its MATLAB-made x4 LR ship in tests/data), otherwise PSNR/SSIM would not be comparable with published numbers. The
+other tests use small random images in tmp_path, and mostly one worker, so that the file runs in seconds.
 """
 import os
+import shutil
 from os import path as osp
 
 import cv2
@@ -14,8 +15,7 @@ import pytest
 import dupru_basicsr  # noqa: F401  (compatibility shims before anything from basicsr)
 from dupru_basicsr.prepare import PrepareError, crop_positions, main, prepare
 
-DATASETS = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', 'shared', 'datasets')
-SET5 = osp.join(DATASETS, 'Set5')
+DATA = osp.join(osp.dirname(osp.abspath(__file__)), 'data')
 
 
 def write_random_images(folder, sizes, channels=3, seed=0):
@@ -47,28 +47,25 @@ def snapshot(folder):
 # ---------------------------------------------------------------------------------------------------------------
 # Correctness
 # ---------------------------------------------------------------------------------------------------------------
-def test_set5_lr_matches_shipped_matlab_bicubic(tmp_path):
-    gt_dir, lr_dir = osp.join(SET5, 'GTmod12'), osp.join(SET5, 'LRbicx4')
-    if not (osp.isdir(gt_dir) and osp.isdir(lr_dir)):
-        pytest.skip(f'{gt_dir} / {lr_dir} not available')
-    result = prepare(input_dir=gt_dir, out_dir=str(tmp_path / 'set5'), scales=(4, ), workers=2, progress=False)
+def test_lr_matches_matlab_bicubic(tmp_path):
+    """A 96x96 crop of Set5's butterfly, downscaled x4 through dupru-prepare, against the same region of Set5's
+    MATLAB-made LR image (tests/data/README.md); the outer 2 LR pixels depend on pixels outside the crop."""
+    src = tmp_path / 'hr'
+    src.mkdir()
+    shutil.copy(osp.join(DATA, 'set5_butterfly_crop_GT.png'), src / 'butterfly.png')
+    result = prepare(input_dir=str(src), out_dir=str(tmp_path / 'out'), scales=(4, ), workers=1, progress=False)
 
-    names = sorted(os.listdir(lr_dir))
-    assert sorted(os.listdir(result['lr'][4])) == names
-    within_total = exact_total = pixels_total = 0
-    for name in names:
-        # GTmod12 sizes divide by 4, so mod-cropping must leave the HR image untouched
-        np.testing.assert_array_equal(read(osp.join(result['gt'], name)), read(osp.join(gt_dir, name)))
-        ours, shipped = read(osp.join(result['lr'][4], name)), read(osp.join(lr_dir, name))
-        assert ours.shape == shipped.shape, name
-        diff = np.abs(ours.astype(np.int16) - shipped.astype(np.int16))
-        within, exact = np.mean(diff <= 1), np.mean(diff == 0)
-        print(f'Set5 x4 {name:<14} {ours.shape}: within +-1: {within:.4%}, exact: {exact:.4%}, max diff {diff.max()}')
-        assert within >= 0.99, name
-        within_total += int(np.sum(diff <= 1))
-        exact_total += int(np.sum(diff == 0))
-        pixels_total += diff.size
-    print(f'Set5 x4 all: within +-1: {within_total / pixels_total:.4%}, exact: {exact_total / pixels_total:.4%}')
+    assert os.listdir(result['lr'][4]) == ['butterfly.png']
+    # 96 divides by 4, so mod-cropping must leave the HR image untouched
+    np.testing.assert_array_equal(read(osp.join(result['gt'], 'butterfly.png')), read(src / 'butterfly.png'))
+    ours = read(osp.join(result['lr'][4], 'butterfly.png'))
+    matlab = read(osp.join(DATA, 'set5_butterfly_crop_LRbicx4_matlab.png'))
+    assert ours.shape == matlab.shape == (24, 24, 3)
+    diff = np.abs(ours.astype(np.int16) - matlab.astype(np.int16))[2:-2, 2:-2]
+    within, exact = np.mean(diff <= 1), np.mean(diff == 0)
+    print(f'x4 vs MATLAB, {diff.shape[0]}x{diff.shape[1]} interior: within +-1: {within:.4%}, exact: {exact:.4%}, '
+          f'max diff {diff.max()}')
+    assert within >= 0.99
 
 
 def test_mod_crop_lr_sizes_and_channel_order(tmp_path):
@@ -252,6 +249,10 @@ def _one_pixel_lr(folder):
     write_random_images(folder, {'thin': (6, 30)})  # 4 rows after mod-crop: a 1-row x4 LR image
 
 
+def _too_small_to_evaluate(folder):
+    write_random_images(folder, {'photo10': (10, 10)})  # would be a 2x2 x4 LR image: SSIM has nothing left
+
+
 def _duplicate_name(folder):
     write_random_images(folder, {'good': (64, 64)})
     (folder / 'good.bmp').write_bytes((folder / 'good.png').read_bytes())
@@ -267,6 +268,9 @@ BAD_IMAGE_CASES = {
                           ['small.png', '40x100', '--crop-size 48']),
     'smaller-than-scale': (_smaller_than_scale, ['--scales', '4'], ['tiny.png', '3x30', '--scales']),
     'one-pixel-lr': (_one_pixel_lr, ['--scales', '4'], ['thin.png', '6x30 (4x28 after mod-crop', 'x4', '--scales']),
+    'too-small-to-evaluate': (_too_small_to_evaluate, ['--scales', '4'],
+                              ['photo10.png', '10x10 (8x8 after mod-crop to a multiple of 4) is too small to evaluate '
+                               'at x4: every side must keep at least 19 pixels', '--scales']),
     'duplicate-name': (_duplicate_name, [], ['good.bmp', 'good.png', 'rename']),
 }
 
@@ -284,6 +288,28 @@ def test_bad_image_is_refused_and_nothing_written(tmp_path, capsys, case):
         assert text in stderr, (text, stderr)
     assert 'fine1' not in stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize('scale, smallest_refused, smallest_accepted', [(2, 14, 16), (3, 15, 18), (4, 16, 20)])
+def test_smallest_usable_image(tmp_path, capsys, scale, smallest_refused, smallest_accepted):
+    """At least 4 LR pixels a side, and room for BasicSR's SSIM (crop `scale` border pixels, then an 11x11 window):
+    every small image is named in one error (exit 2); the smallest accepted size is evaluated with a finite SSIM."""
+    from basicsr.metrics import calculate_psnr, calculate_ssim
+    src = write_random_images(tmp_path / 'hr', {'a': (smallest_refused, 40), 'b': (40, smallest_refused),
+                                                'ok': (smallest_accepted, smallest_accepted)})
+    assert main(['--input', src, '--out', str(tmp_path / 'out'), '--scales', str(scale), '--workers', '1']) == 2
+    error = capsys.readouterr().err.partition('dupru-prepare: error: ')[2]  # after the progress bar
+    assert error.count('\n') == 3 and '2 problem(s)' in error and 'a.png' in error and 'b.png' in error, error
+    assert not (tmp_path / 'out').exists()
+
+    os.remove(osp.join(src, 'a.png'))
+    os.remove(osp.join(src, 'b.png'))
+    result = prepare(input_dir=src, out_dir=str(tmp_path / 'out'), scales=(scale, ), workers=1, progress=False)
+    gt = read(osp.join(result['gt'], 'ok.png'))
+    lr = read(osp.join(result['lr'][scale], 'ok.png'))
+    up = cv2.resize(lr, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_CUBIC)
+    assert np.isfinite(calculate_ssim(up, gt, crop_border=scale, test_y_channel=True))
+    assert np.isfinite(calculate_psnr(up, gt, crop_border=scale, test_y_channel=True))
 
 
 def test_option_and_folder_rejections(tmp_path, capsys):
