@@ -227,3 +227,24 @@ def test_gradual_pruning_tightens_masks_in_place(run_train, method):
         assert torch.equal(w[~model.pruner.mask[name]], torch.zeros(int((~model.pruner.mask[name]).sum())))
     ticket = _load(osp.join(exp, 'models', 'net_g_round1_best.pth'))
     assert ticket['ticket']['iter'] >= 10 and ticket['ticket']['schedule'] == 'gradual'
+
+
+def test_dupru_model_starts_from_the_same_w0_as_srmodel_with_the_same_seed():
+    """The option checks DUPruModel runs when it is built construct a throwaway network_g; they must not draw from
+    the run's random stream, or stock and pruned runs with one manual_seed would start from different weights."""
+    from basicsr.models import build_model
+    from basicsr.utils import set_random_seed
+
+    def first_weights(model_type, pruning):
+        opt = tiny_options(f'w0_{model_type}', model_type, pruning=pruning, total_iter=ROUNDS * E)
+        opt.update(is_train=True, dist=False, rank=0, world_size=1, auto_resume=False)
+        opt['path'] = {'models': '/nonexistent', 'pretrain_network_g': None, 'strict_load_g': True,
+                       'resume_state': None}
+        set_random_seed(opt['manual_seed'])
+        model = build_model(opt)
+        return {k: v.clone() for k, v in model.net_g.state_dict().items()}
+
+    stock = first_weights('SRModel', None)
+    pruned = first_weights('DUPruModel', {'rounds': ROUNDS, 'iters_per_round': E})
+    assert list(stock) == list(pruned)
+    assert all(torch.equal(stock[k], pruned[k]) for k in stock)
