@@ -50,12 +50,12 @@ from basicsr.archs.srresnet_arch import MSRResNet
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import img2tensor, tensor2img
 from basicsr.utils.matlab_functions import imresize
+from dupru_basicsr.data.images import list_images
 from dupru_basicsr.export import compress_state_dict
 
 METRICS = ('psnr_rgb', 'ssim_rgb', 'psnr_y', 'ssim_y')
 MEAN_ROW = '(mean)'
 HIGHLIGHT_IMAGES = ('butterfly', 'baby')  # the paper's Table 4 images
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 DEFAULT_CROP = 96
 _MSRRESNET_KEYS = ('conv_first.weight', 'upconv1.weight', 'conv_hr.weight', 'conv_last.weight')
 _BODY_KEY_RE = re.compile(r'^body\.(\d+)\.conv[12]\.weight$')
@@ -414,10 +414,6 @@ def parse_dataset_dirs(specs):
     return dirs
 
 
-def _list_images(folder):
-    return sorted(p for p in glob.glob(osp.join(folder, '*')) if osp.splitext(p)[1].lower() in IMAGE_EXTENSIONS)
-
-
 def _read_image(path):
     img = cv2.imread(path, cv2.IMREAD_COLOR)  # BGR uint8, as BasicSR's imfrombytes
     if img is None:
@@ -427,9 +423,9 @@ def _read_image(path):
 
 def pair_images(name, gt_dir, lr_dir, scale):
     """(stem, gt_path, lr_path) pairs by file stem; LR stems may carry an `x4` / `_x4` suffix (DIV2K style)."""
-    gt_paths = {osp.splitext(osp.basename(p))[0]: p for p in _list_images(gt_dir)}
+    gt_paths = {osp.splitext(osp.basename(p))[0]: p for p in list_images(gt_dir)}
     lr_paths = {}
-    for p in _list_images(lr_dir):
+    for p in list_images(lr_dir):
         stem = osp.splitext(osp.basename(p))[0]
         plain = re.sub(rf'[_-]?x{scale}$', '', stem, flags=re.IGNORECASE)
         lr_paths[stem if stem in gt_paths or plain not in gt_paths else plain] = p

@@ -11,6 +11,8 @@ import zlib
 from dataclasses import dataclass, fields
 from typing import List, Optional
 
+from dupru_basicsr.data.images import list_images
+
 DEFAULT_TARGETS = ('body.*.weight', )
 _REWIND_RE = re.compile(r'^(init|none|lr|reinit|iter_(\d+))$')
 GRADUAL = 'gradual'
@@ -321,11 +323,6 @@ def _pillow_header(f):
             return img.size, img.format
 
 
-def _list_images(folder):
-    """File names as BasicSR's scandir lists them (plain files, no hidden ones), sorted."""
-    return sorted(e.name for e in os.scandir(folder) if not e.name.startswith('.') and e.is_file())
-
-
 def _raise_problems(key, problems, total):
     """One OptionError for the problems of one dataset: a single line for one problem, else a list."""
     if len(problems) == 1:
@@ -362,7 +359,7 @@ def _check_pairs(opt, phase, dset):
             raise OptionError(f'{key}.{root_key}: "{root}" is not a folder; PairedImageDataset on disk reads the '
                               'images of a folder.')
     tmpl = dset.get('filename_tmpl', '{}')
-    lq_files = set(_list_images(lq_root))
+    lq_files = set(list_images(lq_root, extensions=None, full_path=False))
     meta = dset.get('meta_info_file')
     if meta:
         with open(meta) as f:
@@ -372,7 +369,7 @@ def _check_pairs(opt, phase, dset):
             raise OptionError(f'{key}.meta_info_file: "{meta}" lists {missing}, which is not in dataroot_gt '
                               f'"{gt_root}"; regenerate the meta info file or fix dataroot_gt.')
     else:
-        gt_names = _list_images(gt_root)
+        gt_names = list_images(gt_root, extensions=None, full_path=False)
         if len(gt_names) != len(lq_files):
             raise OptionError(f'{key}: dataroot_gt "{gt_root}" has {len(gt_names)} files but dataroot_lq "{lq_root}" '
                               f'has {len(lq_files)}; every GT image needs exactly one LR image of the same name.')

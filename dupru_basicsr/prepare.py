@@ -32,7 +32,8 @@ from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from basicsr.utils.matlab_functions import imresize
 from tqdm import tqdm
 
-IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+from dupru_basicsr.data.images import IMAGE_EXTENSIONS, list_images
+
 # Colour photos bundled with scikit-image (no download needed); name -> loader name in `skimage.data`.
 SKIMAGE_PHOTOS = {
     'astronaut': 'astronaut',
@@ -186,14 +187,6 @@ def _check_paths(input_dir, plan, force):
         raise PrepareError(
             _format_problems('output already exists (rerun with --force to replace it, or choose another --out):',
                              existing))
-
-
-def list_images(input_dir):
-    """Image files directly in `input_dir` (not recursive, like BasicSR's scripts), sorted by name."""
-    names = sorted(name for name in os.listdir(input_dir)
-                   if not name.startswith('.') and name.lower().endswith(IMG_EXTENSIONS)
-                   and osp.isfile(osp.join(input_dir, name)))
-    return [osp.join(input_dir, name) for name in names]
 
 
 def _check_names(paths, subimages, lmdb):
@@ -496,7 +489,7 @@ def prepare(input_dir=None,
     else:
         paths = list_images(input_dir)
         if not paths:
-            raise PrepareError(f'--input {input_dir} contains no images ({", ".join(IMG_EXTENSIONS)}): point it at '
+            raise PrepareError(f'--input {input_dir} contains no images ({", ".join(IMAGE_EXTENSIONS)}): point it at '
                                'the folder of HR images.')
         _check_names(paths, subimages, lmdb)
         infos = _map(inspect_image, paths, workers, progress, 'Check', initializer=_init_worker)

@@ -1,99 +1,16 @@
-"""Atomic checkpoint writes, safe loading, and a resume-state finder that skips corrupt files.
+"""Resume-state finder that skips corrupt files, and BaseModel's checkpoint methods made atomic.
 
-Test-only crash hook: `kill_point(where, what)` sends SIGKILL to this process when the environment variable
-`DUPRU_TEST_KILL_AT` equals `<where>:<what>` (e.g. `save:8.state`, `after_step:5`); it does nothing otherwise. The
-crash tests use it to kill a training run at exact places (inside a save, at a round boundary); the points are
-listed where it is called (`atomic_save` here, the training loop in `dupru_basicsr.train`).
+The file I/O itself (atomic writes, the CRC-checked load) lives in `dupru_basicsr.weights.io`.
 """
 import glob
-import os
 import os.path as osp
-import signal
-import tempfile
-import torch
-import zipfile
 
-KILL_ENV = 'DUPRU_TEST_KILL_AT'
+from dupru_basicsr.weights.io import (KILL_ENV, atomic_save, kill_point, load_checkpoint,  # noqa: F401
+                                      remove_stale_temp_files, verify_crc)
 
 
 class ResumeError(RuntimeError):
     """No usable training state to resume from (all candidates are unreadable or inconsistent)."""
-
-
-def kill_point(where, what):
-    """Test-only: SIGKILL this process if `DUPRU_TEST_KILL_AT` is `<where>:<what>`; inert when it is unset."""
-    spec = os.environ.get(KILL_ENV)
-    if spec and spec == f'{where}:{what}':
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def atomic_save(obj, path):
-    """`torch.save` to a temporary file in the same folder, fsync, then rename over `path`.
-
-    A reader (or a resumed run after a kill) sees either the old complete file or the new complete file, never a
-    half-written one. Temporary files are named `.<name>.<random>.tmp`; `remove_stale_temp_files` cleans up those
-    a killed run left behind.
-    """
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(path) + '.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            kill_point('save', osp.basename(path))  # test hook: killed with the data written but not renamed
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
-def remove_stale_temp_files(*folders):
-    """Delete the `.*.tmp` files a killed `atomic_save` left in `folders`; returns their paths."""
-    removed = []
-    for folder in folders:
-        for path in glob.glob(osp.join(glob.escape(folder), '.*.tmp')):
-            try:
-                os.remove(path)
-                removed.append(path)
-            except OSError:
-                pass
-    return removed
-
-
-def verify_crc(path):
-    """Check the CRC-32 of every record of a (zip-format) torch file; `torch.load` does not, so damage inside the
-    tensor data would otherwise load silently. Files that are not zip archives are left to `torch.load`."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError):
-        return  # legacy (non-zip) format or truncated: torch.load accepts or rejects it
-    if bad is not None:
-        raise RuntimeError(f'record {bad} fails its CRC check')
-
-
-def load_checkpoint(path, map_location='cpu'):
-    """`torch.load(path, weights_only=True)` after a CRC check, with a message naming the file when it is
-    truncated or corrupt."""
-    try:
-        verify_crc(path)
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # noqa: BLE001 - truncated zip, bad CRC, bad pickle, unsafe global...
-        raise RuntimeError(f'{path} cannot be loaded ({type(e).__name__}: {e}); it is truncated, corrupt or not a '
-                           'checkpoint written by this package.') from e
 
 
 def _state_iter(path):
