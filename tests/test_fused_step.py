@@ -235,3 +235,21 @@ def test_dupru_model_counts_the_frozen_fraction_only_when_it_logs(run_train, mon
     assert True not in calls  # never inside a training step
     assert calls.count(False) >= 2  # the logs of iterations 3 and 6 (and the round-start stats)
     assert model.pruner.mask.sparsity() <= model.get_current_log()['frozen'] <= 1.0  # at least the pruned ones
+
+
+@pytest.mark.parametrize('set_to_none', [True, False])
+def test_the_optimizer_sees_exactly_the_masked_gradients(set_to_none):
+    """Fresh gradients (BasicSR's zero_grad) or kept ones that backward accumulates into (set_to_none=False)."""
+    net, pruner = _pruned(3, 'dupru', eps=5e-2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    pruner.attach(opt)
+    x, y = torch.randn(2, 2, 6, 6), torch.randn(2, 2, 6, 6)
+    for _ in range(3):
+        frozen = pruner.frozen_masks()
+        opt.zero_grad(set_to_none=set_to_none)
+        loss = nn.functional.mse_loss(net(x), y)
+        expected = torch.autograd.grad(loss, list(pruner.params.values()), retain_graph=True)
+        loss.backward()
+        opt.step()
+        for (n, p), e in zip(pruner.params.items(), expected):
+            assert torch.equal(p.grad, e.masked_fill(frozen[n], 0.0)), n

@@ -155,7 +155,10 @@ class Pruner:
             if all(g is not None for g in grads):
                 torch._foreach_copy_(flat.grad_slots, grads)
                 flat.grad_bits.mul_(flat.learning)
-                torch._foreach_copy_(grads, flat.grad_slots)
+                # the optimizer gets the masked views of the flat buffer as gradients: no copy back (a Python
+                # attribute, not an op); the next backward makes fresh ones, or accumulates into these
+                for p, g in zip(flat.params, flat.grad_slots):
+                    p.grad = g
             else:  # some target took no part in the loss: the optimizer skips it, only the others are masked
                 for g, learning in zip(grads, flat.learning_slots):
                     if g is not None:
