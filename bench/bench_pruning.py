@@ -1,12 +1,19 @@
 """Benchmark of the pruning core on full-size MSRResNet x4 (num_feat 64, num_block 16).
 
 Prints, measured side by side in one run (interleaved repeats, medians):
-- a training step (forward + backward + Adam step) with DUPru engaged vs the same step without pruning;
-- the same DUPru step done the reference code's way (numpy round trip of every target weight and gradient);
+- a training step (forward + backward + Adam step, `zero_grad()` as BasicSR calls it) without pruning, with DUPru
+  engaged (ours), with DUPru's freeze done the reference code's way (numpy round trip of every target weight and
+  gradient: zeroes gradients only, inexact under momentum and weight decay), and with `torch.nn.utils.prune`
+  (`l1_unstructured` on the same targets: forward-time masking `weight = weight_orig * weight_mask`, no freezing);
+- our step hooks alone (`before_step` + `after_step`, timed inside the DUPru steps) against the memory-traffic
+  floor: one read of the targets' weights, gradients and masks and one write of weights and gradients, timed as
+  plain copies and a one-pass reduction over flat buffers of the same sizes;
+- the ops the hooks issue per step: top-level aten ops from `torch.profiler` on a CPU, and on CUDA also the kernel
+  launches;
 - one prune (layer and global thresholds + masks + rewind to W0) of the MSRResNet body;
-- the memory the pruner holds (rewind state + masks) and its transient per-step buffers, in bytes of tensors.
+- the memory the pruner holds (rewind state + masks, the fused step's persistent buffers), in bytes of tensors.
 
-Usage: python bench/bench_pruning.py [--device cpu|cuda] [--batch 2] [--gt-size 96] [--repeats 15]
+Usage: python bench/bench_pruning.py [--device cpu|cuda] [--batch 2] [--gt-size 96] [--repeats 15] [--threads N]
 """
 import argparse
 import statistics
@@ -14,10 +21,15 @@ import time
 
 import numpy as np
 import torch
+from torch.nn.utils import prune as torch_prune
+from torch.profiler import ProfilerActivity, profile
 
 import dupru_basicsr  # noqa: F401
 from basicsr.archs.srresnet_arch import MSRResNet
-from dupru_basicsr.pruning import Pruner
+from dupru_basicsr.pruning import Pruner, select_targets
+
+TARGETS = ['body.*.weight']
+RATE = 50  # a realistic mid-run state: half the body pruned
 
 
 def sync(device):
@@ -31,18 +43,18 @@ def tensor_bytes(tensors):
 
 def make(device, seed=0):
     torch.manual_seed(seed)
-    net = MSRResNet(num_feat=64, num_block=16, upscale=4).to(device)
-    return net, torch.optim.Adam(net.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-9)
+    return MSRResNet(num_feat=64, num_block=16, upscale=4).to(device)
 
 
-def step_fn(net, opt, lq, gt, before_step=None):
+def adam(net):
+    return torch.optim.Adam(net.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-9)
+
+
+def step_fn(net, opt, lq, gt):
 
     def step():
-        opt.zero_grad(set_to_none=False)
-        loss = torch.nn.functional.mse_loss(net(lq), gt)
-        loss.backward()
-        if before_step is not None:
-            before_step()
+        opt.zero_grad()  # set_to_none, as BasicSR: the gradients are fresh tensors every step
+        torch.nn.functional.mse_loss(net(lq), gt).backward()
         opt.step()
 
     return step
@@ -51,13 +63,88 @@ def step_fn(net, opt, lq, gt, before_step=None):
 def reference_way(pruner, eps):
     """DUPru's freeze done as the lottery-ticket reference code does it (numpy round trip of weights and grads)."""
 
-    def hook():
+    def hook(*args):
         for p in pruner.params.values():
             w = p.data.cpu().numpy()
             g = p.grad.data.cpu().numpy()
             p.grad.data = torch.from_numpy(np.where(np.abs(w) < eps, 0, g)).to(p.device)
 
     return hook
+
+
+def torch_prune_net(device):
+    """The same network with torch.nn.utils.prune's l1_unstructured on the same targets (a separate copy)."""
+    net = make(device)
+    modules = dict(net.named_modules())
+    for name in select_targets(net, TARGETS):
+        torch_prune.l1_unstructured(modules[name.rsplit('.', 1)[0]], 'weight', amount=RATE / 100)
+    return net
+
+
+class TimedHooks:
+    """The pruner's optimizer hooks with the time spent in them recorded: wall time (device work included on CUDA)
+    and the calling thread's CPU time (all of the hooks' CPU work with --threads 1 on a CPU; unlike wall time it
+    does not count the time other processes hold the core)."""
+
+    def __init__(self, pruner, device):
+        self.pruner, self.device, self.times, self.cpu_times, self._t = pruner, device, [], [], (0.0, 0.0)
+
+    def attach(self, opt):
+        opt.register_step_pre_hook(self.before_step)
+        opt.register_step_post_hook(self.after_step)
+
+    def before_step(self, *args):
+        sync(self.device)
+        t, c = time.perf_counter(), time.thread_time()
+        self.pruner.before_step()
+        sync(self.device)
+        self._t = (time.perf_counter() - t, time.thread_time() - c)
+
+    def after_step(self, *args):
+        sync(self.device)
+        t, c = time.perf_counter(), time.thread_time()
+        self.pruner.after_step()
+        sync(self.device)
+        self.times.append(self._t[0] + time.perf_counter() - t)
+        self.cpu_times.append(self._t[1] + time.thread_time() - c)
+
+
+def traffic_floor(pruner, device, repeats):
+    """One read of the targets' weights, gradients and masks, one write of weights and gradients, over flat buffers
+    of the same sizes: two copies and a max over the masks' bytes (vectorised, no branches)."""
+    n = pruner.mask.numel()
+    dtype = next(iter(pruner.params.values())).dtype
+    w, g, w_out, g_out = (torch.randn(n, dtype=dtype, device=device) for _ in range(4))
+    masks = (torch.rand(n, device=device) < 0.5).view(torch.uint8)
+    times = []
+    for _ in range(repeats + 3):
+        sync(device)
+        t = time.perf_counter()
+        w_out.copy_(w)
+        g_out.copy_(g)
+        masks.max()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times[3:]), tensor_bytes([w, g, masks, w_out, g_out])
+
+
+def hook_ops(pruner, device):
+    """Top-level aten ops (events without a parent op) and, on CUDA, kernel launches of one before_step +
+    after_step, from torch.profiler."""
+    for p in pruner.params.values():
+        p.grad = torch.randn_like(p)
+    pruner.before_step()
+    pruner.after_step()  # buffers built
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
+    with profile(activities=activities) as prof:
+        pruner.before_step()
+        pruner.after_step()
+        sync(device)
+    events = prof.events()
+    top = sum(1 for e in events if e.cpu_parent is None and e.device_type == torch.autograd.DeviceType.CPU)
+    kernels = sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA) if device.type == 'cuda' \
+        else None
+    return top, kernels
 
 
 def main():
@@ -74,25 +161,33 @@ def main():
     lq = torch.rand(args.batch, 3, args.gt_size // 4, args.gt_size // 4, device=device)
     gt = torch.rand(args.batch, 3, args.gt_size, args.gt_size, device=device)
 
-    plain_net, plain_opt = make(device)
-    dupru_net, dupru_opt = make(device)
-    pruner = Pruner(dupru_net, ['body.*.weight'], 'dupru', eps=1e-6)
+    plain_net = make(device)
+    dupru_net = make(device)
+    pruner = Pruner(dupru_net, TARGETS, 'dupru', eps=1e-6)
     pruner.snapshot()
-    pruner.prune(50)  # a realistic mid-run state: half the body pruned
-    pruner.attach(dupru_opt)
-    ref_net, ref_opt = make(device)
-    ref_pruner = Pruner(ref_net, ['body.*.weight'], 'dupru', eps=1e-6)
-    ref_pruner.prune(50)
+    pruner.prune(RATE)
+    dupru_opt = adam(dupru_net)
+    hooks = TimedHooks(pruner, device)
+    hooks.attach(dupru_opt)
+    ref_net = make(device)
+    ref_pruner = Pruner(ref_net, TARGETS, 'dupru', eps=1e-6)
+    ref_pruner.prune(RATE)
+    ref_opt = adam(ref_net)
+    ref_opt.register_step_pre_hook(reference_way(ref_pruner, 1e-6))
+    tp_net = torch_prune_net(device)
 
     steps = {
-        'plain': step_fn(plain_net, plain_opt, lq, gt),
+        'plain': step_fn(plain_net, adam(plain_net), lq, gt),
         'dupru': step_fn(dupru_net, dupru_opt, lq, gt),
-        'reference_numpy': step_fn(ref_net, ref_opt, lq, gt, reference_way(ref_pruner, 1e-6)),
+        'reference_numpy': step_fn(ref_net, ref_opt, lq, gt),
+        'torch_prune': step_fn(tp_net, adam(tp_net), lq, gt),
     }
     times = {k: [] for k in steps}
     for _ in range(3):  # warm-up
         for fn in steps.values():
             fn()
+    hooks.times.clear()
+    hooks.cpu_times.clear()
     sync(device)
     for _ in range(args.repeats):
         for name, fn in steps.items():  # interleaved: drifts of machine load hit all variants alike
@@ -102,11 +197,14 @@ def main():
             sync(device)
             times[name].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
+    hook_time, hook_cpu_time = statistics.median(hooks.times), statistics.median(hooks.cpu_times)
+    floor_time, floor_bytes = traffic_floor(pruner, device, args.repeats)
+    top_ops, kernels = hook_ops(pruner, device)
 
     prune_times = {}
     for scope in ('layer', 'global'):
-        net, _ = make(device, seed=1)
-        p = Pruner(net, ['body.*.weight'], 'dupru', scope=scope)
+        net = make(device, seed=1)
+        p = Pruner(net, TARGETS, 'dupru', scope=scope)
         p.snapshot()
         ts = []
         for _ in range(5):
@@ -122,22 +220,23 @@ def main():
     rewind_bytes = tensor_bytes(pruner.rewind_state.values())
     rewind_target_bytes = tensor_bytes(pruner.rewind_state[n] for n in pruner.params)
     mask_bytes = tensor_bytes(pruner.mask[n] for n in pruner.mask)
-    for p in pruner.params.values():
-        p.grad = torch.zeros_like(p)
-    pruner.before_step()
-    frozen, saved = pruner._step_cache
-    transient = tensor_bytes(frozen) + tensor_bytes(saved)
-    pruner.after_step()
+    flat = pruner._flat()
+    step_bytes = tensor_bytes([flat.saved, flat.grad, flat.learning, flat.frozen, flat.keep])
 
     print(f'MSRResNet x4 (64 feat, 16 blocks), device {device}, batch {args.batch}, GT {args.gt_size}x{args.gt_size}, '
-          f'torch {torch.__version__}, threads {torch.get_num_threads()}, {args.repeats} interleaved repeats')
-    print(f'train step, no pruning           : {1e3 * med["plain"]:8.2f} ms')
-    print(f'train step, DUPru (ours)         : {1e3 * med["dupru"]:8.2f} ms   ratio {med["dupru"] / med["plain"]:.3f}')
-    print(f'train step, DUPru reference way  : {1e3 * med["reference_numpy"]:8.2f} ms   ratio '
-          f'{med["reference_numpy"] / med["plain"]:.3f}')
-    over_ours = med['dupru'] - med['plain']
-    over_ref = med['reference_numpy'] - med['plain']
-    print(f'overhead per step: ours {1e3 * over_ours:.2f} ms, reference way {1e3 * over_ref:.2f} ms')
+          f'torch {torch.__version__}, threads {torch.get_num_threads()}, {args.repeats} interleaved repeats, '
+          f'{len(pruner.params)} target tensors ({pruner.mask.numel():,d} weights), {RATE}% pruned')
+    print(f'train step, no pruning                  : {1e3 * med["plain"]:8.2f} ms')
+    for key, label in (('dupru', 'DUPru (ours)'), ('reference_numpy', 'DUPru reference way (numpy)'),
+                       ('torch_prune', 'torch.nn.utils.prune l1')):
+        print(f'train step, {label:28s}: {1e3 * med[key]:8.2f} ms   ratio {med[key] / med["plain"]:.3f}   '
+              f'overhead {1e3 * (med[key] - med["plain"]):6.2f} ms')
+    print(f'our hooks alone (before+after_step)     : {1e3 * hook_time:8.2f} ms   (CPU time of the calling thread '
+          f'{1e3 * hook_cpu_time:.2f} ms)')
+    print(f'traffic floor ({floor_bytes / 1e6:.1f} MB moved)          : {1e3 * floor_time:8.2f} ms   '
+          f'hooks / floor {hook_time / floor_time:.1f}')
+    print(f'hook ops per step: {top_ops} top-level aten ops'
+          + ('' if kernels is None else f', {kernels} CUDA kernel launches'))
     for scope, t in prune_times.items():
         print(f'one prune + rewind ({scope:6s} scope): {1e3 * t:8.2f} ms')
     print(f'target (body) weights            : {target_bytes / 1e6:8.2f} MB')
@@ -145,8 +244,8 @@ def main():
           f'{(rewind_target_bytes + mask_bytes) / target_bytes:.3f} x target bytes')
     print(f'held: rewind state of all params/buffers + masks : {(rewind_bytes + mask_bytes) / 1e6:.2f} MB = '
           f'{(rewind_bytes + mask_bytes) / target_bytes:.3f} x target bytes')
-    print(f'transient during a step (frozen masks + saved values): {transient / 1e6:.2f} MB = '
-          f'{transient / target_bytes:.3f} x target bytes')
+    print(f'held while training: the fused step\'s flat buffers (saved values, gradients, 3 masks):'
+          f' {step_bytes / 1e6:.2f} MB = {step_bytes / target_bytes:.3f} x target bytes')
 
 
 if __name__ == '__main__':

@@ -11,8 +11,12 @@ implementations in `dupru_basicsr.pruning`). Register your own from your own mod
         return weight.abs() < 10 * eps
 
 and select it with `pruning.method: dupru_wide` plus `pruning.plugins: [my_package.my_rules]` (modules imported
-before the options are checked). A threshold scope is a function `(weights, mask, rate=None, sparsity=None) ->
-(Mask, thresholds)` marked with `scope.pruning_kind = 'scope'`.
+before the options are checked). Such a rule is called once per target tensor and step; a rule that decides every
+entry from that entry alone (like the one above) may say so with `dupru_wide.elementwise = True`, and is then called
+once per step on all targets flattened into one buffer (a fixed number of ops, as the built-in rules).
+
+A threshold scope is a function `(weights, mask, rate=None, sparsity=None) -> (Mask, thresholds)` marked with
+`scope.pruning_kind = 'scope'`.
 """
 from basicsr.utils.registry import Registry
 

@@ -154,7 +154,10 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
             self._save_round_last(current_iter)
         self.log_dict['round'] = float(self.rounds.round + 1)
         self.log_dict['body_sparsity'] = self.pruner.mask.sparsity()
-        self.log_dict['frozen'] = self.pruner.frozen_fraction()
+
+    def get_current_log(self):
+        # the frozen fraction counts a device buffer (a host sync): only when the log is printed, not every step
+        return dict(super().get_current_log(), frozen=self.pruner.frozen_fraction())
 
     def is_round_end(self, current_iter):
         return self.rounds.is_round_end(current_iter)

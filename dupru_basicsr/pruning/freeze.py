@@ -8,11 +8,16 @@
 
 A frozen entry gets a zero gradient (as the paper and reference code do) *and* its value is restored after the
 step, because momentum and weight decay move weights whose gradient is zero.
+
+A rule is a function `(weight, keep_mask, eps) -> bool tensor` (True = frozen). A rule marked `elementwise = True`
+decides every entry from that entry alone, so the pruner applies it once per step to all targets flattened into one
+buffer (a fixed number of ops whatever the number of target tensors); other rules are called once per target tensor
+with its own shape.
 """
 
 
 def frozen_dupru(weight, keep_mask, eps):
-    return (weight < eps) & (weight > -eps)  # |W| < eps without a float temporary
+    return weight.abs() < eps  # two ops on the flat buffer of all targets
 
 
 def frozen_upru(weight, keep_mask, eps):
@@ -22,5 +27,8 @@ def frozen_upru(weight, keep_mask, eps):
 def frozen_imp(weight, keep_mask, eps):
     return ~keep_mask
 
+
+for _rule in (frozen_dupru, frozen_upru, frozen_imp):
+    _rule.elementwise = True
 
 FREEZE_RULES = {'dupru': frozen_dupru, 'upru': frozen_upru, 'imp': frozen_imp}

@@ -4,10 +4,15 @@ from collections import OrderedDict
 
 
 class Mask:
-    """An ordered dict name -> bool tensor (True = kept), with sparsity statistics and save/load."""
+    """An ordered dict name -> bool tensor (True = kept), with sparsity statistics and save/load.
+
+    The mask tensors are replaced (a new Mask, or load_state_dict), never edited in place: the counts and the
+    pruner's flat copies of the masks are cached on that assumption.
+    """
 
     def __init__(self, keep_masks):
         self._num_kept = None  # cached: masks are only replaced through load_state_dict
+        self.version = 0  # bumped by load_state_dict: whoever caches views of the masks (Pruner) rebuilds them
         self._masks = OrderedDict()
         for name, m in keep_masks.items():
             if m.dtype != torch.bool:
@@ -61,6 +66,7 @@ class Mask:
                                  f'{tuple(self._masks[n].shape)}.')
             self._masks[n] = m.to(self._masks[n].device)
         self._num_kept = None
+        self.version += 1
 
     def to(self, device):
         return Mask(OrderedDict((n, m.to(device)) for n, m in self._masks.items()))

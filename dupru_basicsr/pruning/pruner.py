@@ -18,7 +18,9 @@ class Pruner:
     - `rewind(mode)`: init/iter -> rewind point ⊙ mask, none -> current weights ⊙ mask, reinit -> a fresh state ⊙ mask.
     - `attach(optimizer)`: optimizer hooks; before each step the frozen set is decided from the current weights
       (freeze rule of `method`, plus every pruned entry) and its gradients are zeroed; after the step frozen entries
-      get back their exact previous value and pruned entries are exactly 0.0, whatever the optimizer does.
+      get back their exact previous value and pruned entries are exactly 0.0, whatever the optimizer does. Both
+      hooks issue a fixed number of ops on flat buffers, whatever the number of target tensors, and never wait for
+      the device; statistics (`frozen_fraction`, `stats`) are counted only when asked.
     """
 
     def __init__(self, model, targets=('body.*.weight', ), method='dupru', eps=1e-6, scope='layer', lookup=None):
@@ -36,8 +38,9 @@ class Pruner:
         self.mask = Mask.ones_like(self.params)
         self.rewind_state = None
         self.last_thresholds = {}
-        self._frozen_count = 0
-        self._step_cache = None
+        self._flat_targets = None  # _FlatTargets: persistent buffers of the fused step
+        self._stepping = None  # the _FlatTargets of a step between before_step and after_step
+        self._last_learning = None  # the entries that learnt in the last step (flat), counted by frozen_fraction()
         self._handles = []
 
     @staticmethod
@@ -64,8 +67,8 @@ class Pruner:
         """Zero the pruned entries of `module` (default: the pruned model; pass e.g. an EMA copy of it)."""
         params = self.params if module is None else select_targets(module, self.targets)
         with torch.no_grad():
-            for name, p in params.items():
-                p.masked_fill_(~self.mask[name], 0.0)
+            # bits * keep: exactly masked_fill_(~keep, 0.0), vectorised (see before_step)
+            torch._foreach_mul_([_bits(p.detach()) for p in params.values()], [self.mask[n] for n in params])
 
     # ----------------------------------------------------------------------------------------------- rewinding
     def snapshot(self):
@@ -92,38 +95,83 @@ class Pruner:
         self.apply_mask()
 
     # ----------------------------------------------------------------------------------------------- freezing
+    def _flat(self):
+        """The fused step's buffers for the current masks and parameter storage, rebuilt when either changed
+        (prune, Mask.load_state_dict, a new Mask assigned, model.to(), p.data replaced). Comparing the data
+        pointers is cheap and needs no device work; load_state_dict and rewinds copy in place and keep them."""
+        flat = self._flat_targets
+        if flat is None or not flat.matches(self.mask, self.params):
+            flat = self._flat_targets = _FlatTargets(self.params, self.mask)
+        return flat
+
+    def _decide(self, flat, weights, learning, frozen=None):
+        """Fill the flat buffers `learning` (kept and not frozen by the freeze rule) and `frozen` (the rest: rule ∪
+        pruned) for the flat buffer `weights`; bool or 0/1 integers. On bools, keep > rule is keep and not rule,
+        keep <= rule is not keep or rule."""
+        if getattr(self.freeze_rule, 'elementwise', False):
+            rule = self.freeze_rule(weights, flat.keep, self.eps)
+            torch.gt(flat.keep, rule, out=learning)
+            if frozen is not None:
+                torch.le(flat.keep, rule, out=frozen)
+            return
+        # a rule that may depend on the tensor's shape: called per target tensor, with that tensor's shape
+        frozen_slots = flat.slots(frozen) if frozen is not None else [None] * len(flat.params)
+        for name, w, keep, learn, froze in zip(self.params, flat.slots(weights), flat.keep_slots,
+                                               flat.slots(learning), frozen_slots):
+            rule = self.freeze_rule(w, self.mask[name], self.eps)
+            torch.gt(keep, rule, out=learn)
+            if froze is not None:
+                torch.le(keep, rule, out=froze)
+
     def frozen_masks(self):
         """{name: bool tensor} of the entries frozen for the next step (freeze rule ∪ pruned)."""
-        return OrderedDict((n, self.freeze_rule(p.detach(), self.mask[n], self.eps) | ~self.mask[n])
-                           for n, p in self.params.items())
+        flat = self._flat()
+        weights, learning = torch.empty_like(flat.saved), torch.empty_like(flat.keep)
+        with torch.no_grad():
+            torch._foreach_copy_(flat.slots(weights), flat.weights)
+            self._decide(flat, weights, learning)
+        return OrderedDict(zip(self.params, flat.slots(~learning)))
 
     def frozen_fraction(self):
-        """Fraction of target entries frozen at the last optimizer step (pruned ones included)."""
-        return self._frozen_count / max(self.mask.numel(), 1)
+        """Fraction of target entries frozen at the last optimizer step (pruned ones included). Counted when asked
+        (a host sync on a GPU): call it when logging, not every step."""
+        if self._last_learning is None:
+            return 0.0
+        return 1.0 - int(self._last_learning.sum()) / max(self._last_learning.numel(), 1)
 
     def before_step(self, *args, **kwargs):
         # Frozen = the rule's entries plus the pruned ones. Their gradients are zeroed (paper eq. 4), and after the
         # step they get back the values saved here, which makes them bit-identical (pruned ones exactly 0.0: prune,
         # rewind and resume apply the mask) whatever momentum or weight decay do.
+        # A fixed number of ops on flat buffers whatever the number of targets (one per line here), and no host
+        # sync. The masking multiplies the integer bit patterns by 0/1 (x * 1 = x, x * 0 = the bits of +0.0) and
+        # adds terms of which one is 0: exact for every value (NaN, inf, -0.0), free of integer overflow, and
+        # vectorised, where a masked_fill or where with a scattered bool mask runs a branchy loop on a CPU.
+        flat = self._flat()
         with torch.no_grad():
-            params = list(self.params.values())
-            frozen = list(self.frozen_masks().values())
-            for p, f in zip(params, frozen):
-                if p.grad is not None:
-                    p.grad.masked_fill_(f, 0.0)
-            # One buffer for all saved values: a tensor-sized allocation per target per step costs more than the
-            # copy itself on a CPU (fresh pages every time), and the copy needs no host sync on CUDA.
-            flat = torch.empty(sum(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device)
-            saved = [v.view_as(p) for v, p in zip(flat.split([p.numel() for p in params]), params)]
-            torch._foreach_copy_(saved, [p.detach() for p in params])
-        self._step_cache = (frozen, saved)
+            torch._foreach_copy_(flat.saved_slots, flat.weights)
+            self._decide(flat, flat.saved, flat.learning, flat.frozen)
+            grads = [p.grad for p in flat.params]  # fresh tensors every step (zero_grad sets them to None)
+            if all(g is not None for g in grads):
+                torch._foreach_copy_(flat.grad_slots, grads)
+                flat.grad_bits.mul_(flat.learning)
+                # the optimizer gets the masked views of the flat buffer as gradients: no copy back (a Python
+                # attribute, not an op); the next backward makes fresh ones, or accumulates into these
+                for p, g in zip(flat.params, flat.grad_slots):
+                    p.grad = g
+            else:  # some target took no part in the loss: the optimizer skips it, only the others are masked
+                for g, learning in zip(grads, flat.learning_slots):
+                    if g is not None:
+                        _bits(g).mul_(learning)
+        self._last_learning = flat.learning
+        self._stepping = flat
 
     def after_step(self, *args, **kwargs):
-        (frozen, saved), self._step_cache = self._step_cache, None
+        flat, self._stepping = self._stepping, None
         with torch.no_grad():
-            for p, f, old in zip(self.params.values(), frozen, saved):
-                torch.where(f, old, p.detach(), out=p.detach())
-            self._frozen_count = int(sum(f.sum() for f in frozen))
+            # w = w * learning + saved * frozen, on the bit patterns
+            torch._foreach_mul_(flat.weight_bits, flat.learning_slots)
+            torch._foreach_addcmul_(flat.weight_bits, flat.saved_bit_slots, flat.frozen_slots)
 
     def attach(self, optimizer):
         """Hook `optimizer` so that every step respects the masks and the freeze rule. Returns the hook handles."""
@@ -133,9 +181,11 @@ class Pruner:
         return handles
 
     def detach(self):
+        """Remove the optimizer hooks and release the fused step's buffers (rebuilt at the next step)."""
         for h in self._handles:
             h.remove()
         self._handles = []
+        self._flat_targets = None
 
     # ----------------------------------------------------------------------------------------------- state
     def stats(self):
@@ -176,3 +226,54 @@ class Pruner:
         self.rewind_state = None if state['rewind_state'] is None else OrderedDict(
             (k, v.to(device)) for k, v in state['rewind_state'].items())
         self.last_thresholds = dict(state.get('thresholds') or {})
+
+
+_BIT_TYPES = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _bits(t):
+    """An integer view of the float tensor `t` (same storage, same bit patterns)."""
+    return t.view(_BIT_TYPES[t.element_size()])
+
+
+class _FlatTargets:
+    """Persistent flat buffers over all target tensors, and their per-tensor views, for the fused step.
+
+    Valid while the masks and the parameters' storage are the ones it was built from (`matches`). Holds 17 bytes
+    per fp32 target entry: saved values, gradients, learning and frozen masks (4 each), the keep-mask (1).
+    """
+
+    def __init__(self, params, mask):
+        self.params = list(params.values())
+        first = self.params[0]
+        for name, p in params.items():
+            if p.dtype != first.dtype or p.device != first.device:
+                raise ValueError(f'Pruning targets must share one dtype and device: "{name}" is {p.dtype} on '
+                                 f'{p.device}, "{next(iter(params))}" is {first.dtype} on {first.device}.')
+        self.mask, self.mask_version = mask, mask.version
+        self.data_ptrs = [p.data_ptr() for p in self.params]
+        self.sizes = [p.numel() for p in self.params]
+        self.weights = [p.detach() for p in self.params]  # share the parameters' storage
+        self.weight_bits = [_bits(w) for w in self.weights]
+        self.keep = torch.cat([mask[n].reshape(-1) for n in params]).to(first.device)
+        self.keep_slots = self.slots(self.keep)
+        self.saved = torch.empty(sum(self.sizes), dtype=first.dtype, device=first.device)  # weights before the step
+        self.saved_slots = self.slots(self.saved)
+        self.saved_bit_slots = self.slots(_bits(self.saved))
+        self.grad = torch.empty_like(self.saved)
+        self.grad_slots = self.slots(self.grad)
+        self.grad_bits = _bits(self.grad)
+        # 0/1 masks of the entries that learn in this step and of the frozen ones, integers of the bit type: they
+        # multiply the bit patterns without a per-op type conversion
+        self.learning = torch.empty_like(self.grad_bits)
+        self.learning_slots = self.slots(self.learning)
+        self.frozen = torch.empty_like(self.grad_bits)
+        self.frozen_slots = self.slots(self.frozen)
+
+    def matches(self, mask, params):
+        return (mask is self.mask and mask.version == self.mask_version
+                and all(p.data_ptr() == ptr for p, ptr in zip(params.values(), self.data_ptrs)))
+
+    def slots(self, flat):
+        """Views of the flat buffer `flat` shaped like the target tensors, in order."""
+        return [v.view(p.shape) for v, p in zip(flat.split(self.sizes), self.params)]
