@@ -20,7 +20,8 @@ class Pruner:
       (freeze rule of `method`, plus every pruned entry) and its gradients are zeroed; after the step frozen entries
       get back their exact previous value and pruned entries are exactly 0.0, whatever the optimizer does. Both
       hooks issue a fixed number of ops on flat buffers, whatever the number of target tensors, and never wait for
-      the device; statistics (`frozen_fraction`, `stats`) are counted only when asked.
+      the device; statistics (`frozen_fraction`, `stats`) are counted only when asked. During and after a step the
+      targets' `.grad` are views of the pruner's flat gradient buffer (the masked gradients).
     """
 
     def __init__(self, model, targets=('body.*.weight', ), method='dupru', eps=1e-6, scope='layer', lookup=None):
