@@ -20,7 +20,8 @@ class Pruner:
       (freeze rule of `method`, plus every pruned entry) and its gradients are zeroed; after the step frozen entries
       get back their exact previous value and pruned entries are exactly 0.0, whatever the optimizer does. Both
       hooks issue a fixed number of ops on flat buffers, whatever the number of target tensors, and never wait for
-      the device; statistics (`frozen_fraction`, `stats`) are counted only when asked.
+      the device; statistics (`frozen_fraction`, `stats`) are counted only when asked. During and after a step the
+      targets' `.grad` are views of the pruner's flat gradient buffer (the masked gradients).
     """
 
     def __init__(self, model, targets=('body.*.weight', ), method='dupru', eps=1e-6, scope='layer', lookup=None):
@@ -149,16 +150,20 @@ class Pruner:
         # vectorised, where a masked_fill or where with a scattered bool mask runs a branchy loop on a CPU.
         flat = self._flat()
         with torch.no_grad():
-            torch._foreach_copy_(flat.saved_slots, flat.weights)
-            self._decide(flat, flat.saved, flat.learning, flat.frozen)
             grads = [p.grad for p in flat.params]  # fresh tensors every step (zero_grad sets them to None)
-            if all(g is not None for g in grads):
+            fused_grads = all(g is not None for g in grads)
+            if fused_grads:
+                # gathered first: the optimizer gets the views of the flat buffer as gradients (a Python attribute,
+                # not an op; the next backward makes fresh ones or accumulates into these), and the memory of the
+                # fresh ones is free again before the rule's temporaries are allocated
                 torch._foreach_copy_(flat.grad_slots, grads)
-                flat.grad_bits.mul_(flat.learning)
-                # the optimizer gets the masked views of the flat buffer as gradients: no copy back (a Python
-                # attribute, not an op); the next backward makes fresh ones, or accumulates into these
                 for p, g in zip(flat.params, flat.grad_slots):
                     p.grad = g
+                grads = None
+            torch._foreach_copy_(flat.saved_slots, flat.weights)
+            self._decide(flat, flat.saved, flat.learning, flat.frozen)
+            if fused_grads:
+                flat.grad_bits.mul_(flat.learning)
             else:  # some target took no part in the loss: the optimizer skips it, only the others are masked
                 for g, learning in zip(grads, flat.learning_slots):
                     if g is not None:
