@@ -81,8 +81,12 @@ if __name__ == '__main__':
 
 
 def _opt(name):
-    return tiny_options(name, 'DUPruModel', pruning={'rounds': ROUNDS, 'iters_per_round': E, 'rate': RATE},
-                        total_iter=TOTAL, val_freq=VAL_FREQ, save_freq=SAVE_FREQ, ema_decay=0.9)
+    opt = tiny_options(name, 'DUPruModel', pruning={'rounds': ROUNDS, 'iters_per_round': E, 'rate': RATE},
+                       total_iter=TOTAL, val_freq=VAL_FREQ, save_freq=SAVE_FREQ, ema_decay=0.9)
+    # BasicSR's own loop counts ceil(images / batch) iterations per epoch but its loader drops the last partial
+    # batch: with 5 photos and batch 2 it would stop at iteration 10 of 12. 10 samples per epoch divide evenly.
+    opt['datasets']['train']['dataset_enlarge_ratio'] = 2
+    return opt
 
 
 def _load(path):
