@@ -11,14 +11,12 @@ On a CPU it uses a tiny MSRResNet and finishes in about ten minutes on 2 cores; 
 Checkpoints are written atomically, so Ctrl-C leaves complete ones behind; rerunning resumes where it stopped.
 """
 import argparse
-import contextlib
 import os
 import os.path as osp
 import sys
 import time
 
 import yaml
-from tqdm import tqdm
 
 HELD_OUT = ('astronaut', 'chelsea')  # evaluation photos; never trained on
 SKIP_TRAIN = ('retina', )  # mostly black background: a poor training image
@@ -42,7 +40,7 @@ def prepare_data(data_dir, progress=True, subimages=True):
     `subimages` (the test suite trains on the whole photos and does without them)."""
     import cv2
 
-    from dupru_basicsr.prepare import load_skimage_photos, prepare
+    from dupru_basicsr.data.prepare import load_skimage_photos, prepare
     photos = load_skimage_photos()
     held_out = [n for n in HELD_OUT if n in photos]
     if len(held_out) < 1 or len(photos) - len(held_out) < 2:
@@ -67,88 +65,6 @@ def prepare_data(data_dir, progress=True, subimages=True):
     return folders
 
 
-def make_options(method, data, preset, name, device_gpus, seed=0, rewind='init', total_iter=None, gradual=None):
-    """A BasicSR option dict for one run: stock SRModel (`total_iter` defaults to rounds x iters, with the pruned
-    runs' LR curve) or DUPruModel with the given freeze `method` and `rewind`, or `gradual` pruning settings
-    (start_iter, end_iter, final_sparsity, frequency; one cosine over the whole run)."""
-    rounds, iters = preset['rounds'], preset['iters']
-    total = total_iter or rounds * iters
-    if method == 'stock' or gradual:
-        periods = [iters] * (total // iters) if total % iters == 0 and not gradual else [total]
-    else:
-        periods = [iters]  # one round; the schedule restarts every round
-    opt = {
-        'name': name,
-        'model_type': 'SRModel' if method == 'stock' else 'DUPruModel',
-        'scale': 4,
-        'num_gpu': device_gpus,
-        'manual_seed': seed,
-        'datasets': {
-            'train': {
-                'name': 'skimage_train', 'type': 'PairedImageDataset',
-                'dataroot_gt': data['train']['gt_sub'], 'dataroot_lq': data['train']['lr_sub'][4],
-                'filename_tmpl': '{}', 'io_backend': {'type': 'disk'},
-                'gt_size': preset['gt_size'], 'use_hflip': True, 'use_rot': True,
-                'num_worker_per_gpu': 0 if device_gpus == 0 else 4, 'batch_size_per_gpu': preset['batch'],
-                'dataset_enlarge_ratio': 10, 'prefetch_mode': None,
-            },
-            'val': {
-                'name': 'skimage_val', 'type': 'PairedImageDataset',
-                'dataroot_gt': data['val']['gt'], 'dataroot_lq': data['val']['lr'][4], 'io_backend': {'type': 'disk'},
-            },
-        },
-        'network_g': {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': preset['num_feat'],
-                      'num_block': preset['num_block'], 'upscale': 4},
-        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
-        'train': {
-            'ema_decay': 0,
-            'optim_g': {'type': 'Adam', 'lr': preset['lr'], 'weight_decay': 0, 'betas': [0.9, 0.99]},
-            # the same LR curve for every method: a cosine from lr to 1% of it, restarted every E iterations
-            'scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': periods,
-                          'restart_weights': [1] * len(periods), 'eta_min': preset['lr'] / 100},
-            'total_iter': total,
-            'warmup_iter': -1,
-            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
-        },
-        'val': {
-            'val_freq': iters, 'save_img': False,
-            'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4, 'test_y_channel': True},
-                        'ssim': {'type': 'calculate_ssim', 'crop_border': 4, 'test_y_channel': True}},
-        },
-        'logger': {'print_freq': max(1, iters // 5), 'save_checkpoint_freq': iters, 'use_tb_logger': False,
-                   'wandb': {'project': None, 'resume_id': None}},
-        'dist_params': {'backend': 'gloo', 'port': 29500},
-    }
-    if gradual:
-        opt['pruning'] = {'method': method, 'targets': ['body.*.weight'], 'schedule': 'gradual', 'rounds': 1,
-                          'iters_per_round': total, 'eps': 1e-6, 'scope': 'layer', 'rewind': 'none', **gradual}
-    elif method != 'stock':
-        opt['pruning'] = {'method': method, 'targets': ['body.*.weight'], 'rate': preset['rate'], 'rounds': rounds,
-                          'iters_per_round': iters, 'eps': 1e-6, 'scope': 'layer', 'rewind': rewind}
-    return opt
-
-
-def train_one(opt_path, root, label, total_iters, resume, progress=True):
-    """Run `dupru_basicsr.train` on one option file with a progress bar instead of BasicSR's console log (the full
-    log is in the experiment folder)."""
-    from dupru_basicsr.train import train_pipeline
-    bar = tqdm(total=total_iters, desc=f'Train {label:6s}', unit='it', disable=not progress, file=sys.stderr)
-
-    def on_iter(it, total):
-        bar.n = it
-        bar.refresh()
-
-    argv = sys.argv
-    sys.argv = [argv[0], '-opt', opt_path] + (['--auto_resume'] if resume else [])
-    try:
-        with open(os.devnull, 'w') as devnull, contextlib.redirect_stdout(devnull), \
-                contextlib.redirect_stderr(devnull):
-            train_pipeline(root, on_iter=on_iter)
-    finally:
-        sys.argv = argv
-        bar.close()
-
-
 def format_table(results, dataset):
     """The demo's summary table: one row per method."""
     stats = {s['label']: s for s in results.model_stats}
@@ -171,7 +87,8 @@ def run_demo(out='dupru_demo', budget=None, rounds=None, device=None, force=Fals
     when `prepare_only`."""
     import torch
 
-    from dupru_basicsr.compare import compare
+    from dupru_basicsr.experiments import make_options, train_experiment
+    from dupru_basicsr.report.build import compare
     cuda = torch.cuda.is_available() if device is None else device.startswith('cuda')
     if budget is None:
         budget = 'gpu' if cuda else 'cpu'
@@ -219,20 +136,8 @@ def run_demo(out='dupru_demo', budget=None, rounds=None, device=None, force=Fals
         print(f'Prepared {osp.join(out, "data")}: train/ (sub-images) and val/ (held-out), x4.')
         return data
     gpus = 1 if cuda else 0
-    exps = []
-    for method in METHODS:
-        name = f'demo_{method}'
-        opt = make_options(method, data, preset, name, gpus)
-        opt_path = osp.join(out, 'options', f'{name}.yml')
-        os.makedirs(osp.dirname(opt_path), exist_ok=True)
-        with open(opt_path, 'w') as f:
-            yaml.safe_dump(opt, f, sort_keys=False)
-        exp = osp.join(out, 'experiments', name)
-        done = osp.isfile(osp.join(exp, 'models', 'net_g_latest.pth'))
-        if not done:
-            train_one(opt_path, out, method, preset['rounds'] * preset['iters'],
-                      resume and osp.isdir(osp.join(exp, 'training_states')), progress)
-        exps.append(exp)
+    exps = [train_experiment(make_options(method, data, preset, f'demo_{method}', gpus), out, method, progress)[0]
+            for method in METHODS]
     results = compare(exps, dataset_dirs=[f'heldout={data["val"]["gt"]}:{data["val"]["lr"][4]}'],
                       out_dir=osp.join(out, 'report'), labels=list(METHODS), device='cuda' if cuda else 'cpu',
                       repeats=3, warmup=1, progress=progress)
@@ -257,7 +162,7 @@ def main(argv=None):
     parser.add_argument('--prepare-only', action='store_true',
                         help='only prepare the data (for the option files in options/train/tiny)')
     args = parser.parse_args(argv)
-    from dupru_basicsr.compare import CompareError
+    from dupru_basicsr.report import CompareError
     from dupru_basicsr.utils.cli import run_command
 
     def run():

@@ -4,105 +4,37 @@
     dupru-export small.pth --onnx model.onnx [--arch-opt options/train/....yml]
 
 An unstructured-sparse network is stored densely by PyTorch (a zero costs 4 bytes like any weight). The compressed
-format keeps, for every floating tensor, a bit-packed non-zero mask and the surviving values: all values in one
-tensor (fp32, or fp16 with --half) and all mask bits in another, so that a file has a few hundred bytes of overhead,
-not one pickle record per tensor. `load_compressed` turns it back into ordinary dense state dicts (bit-exact in fp32,
-including signed zeros) with the stock keys under `params` / `params_ema`, which any BasicSR network loads strictly.
-A SHA-256 of the payload detects truncated or corrupted files.
+format (`dupru_basicsr.weights.compressed`) keeps, for every floating tensor, a bit-packed non-zero mask and the
+surviving values (fp32, or fp16 with --half), with a few hundred bytes of overhead per file. `load_compressed` turns
+it back into ordinary dense state dicts (bit-exact in fp32, including signed zeros) with the stock keys under
+`params` / `params_ema`, which any BasicSR network loads strictly. A SHA-256 of the payload detects truncated or
+corrupted files.
 """
 import argparse
-import hashlib
-import math
 import os.path as osp
 import sys
-import numpy as np
 import torch
 
-FORMAT = 'dupru-sparse-v1'
+from dupru_basicsr.weights.arch import ArchError, infer_msrresnet_arch
+from dupru_basicsr.weights.compressed import (NETWORK_KEYS, CompressedFormatError, is_compressed, pack_checkpoint,
+                                              unpack_checkpoint)
+from dupru_basicsr.weights.compressed import FORMAT  # noqa: F401  (options.py still imports it from here; merge step)
+from dupru_basicsr.weights.io import atomic_save, load_checkpoint
 
 
 class ExportError(ValueError):
     """A file that cannot be exported or loaded; the message names the file and the fix."""
 
 
-def _nonzero_bits(flat):
-    # by bit pattern, so that -0.0 survives the round trip and the result is bit-exact
-    as_int = flat.contiguous().view({2: torch.int16, 4: torch.int32, 8: torch.int64}[flat.element_size()])
-    return as_int != 0
-
-
-def compress_state_dict(state_dict, half=False):
-    """{name: tensor} -> a compact dict (see the module docstring). Non-floating tensors are kept dense."""
-    index, values, bits, dense = [], [], [], {}
-    offset_values = offset_bits = 0
-    for name, tensor in state_dict.items():
-        tensor = tensor.detach().cpu()
-        if not tensor.is_floating_point():
-            dense[name] = tensor.clone()
-            continue
-        flat = tensor.reshape(-1)
-        nonzero = _nonzero_bits(flat)
-        kept = flat[nonzero]
-        values.append(kept.to(torch.float16 if half else torch.float32))
-        entry = {'name': name, 'shape': list(tensor.shape), 'dtype': str(tensor.dtype).replace('torch.', ''),
-                 'values': [offset_values, kept.numel()], 'bits': None}  # no mask for a tensor without zeros
-        if kept.numel() < flat.numel():
-            packed = np.packbits(nonzero.numpy())
-            bits.append(torch.from_numpy(packed))
-            entry['bits'] = [offset_bits, packed.size]
-            offset_bits += packed.size
-        index.append(entry)
-        offset_values += kept.numel()
-    values = torch.cat(values) if values else torch.zeros(0)
-    bits = torch.cat(bits) if bits else torch.zeros(0, dtype=torch.uint8)
-    return {'index': index, 'values': values, 'bits': bits, 'dense': dense, 'order': list(state_dict)}
-
-
-def decompress_state_dict(packed):
-    """Inverse of `compress_state_dict`: an ordinary dense state dict."""
-    state_dict = {}
-    values, bits = packed['values'], packed['bits'].numpy()
-    for item in packed['index']:
-        numel = math.prod(item['shape'])
-        start, count = item['values']
-        dtype = getattr(torch, item['dtype'])
-        if item['bits'] is None:
-            flat = values[start:start + count].to(dtype)
-        else:
-            bit_start, bit_count = item['bits']
-            nonzero = np.unpackbits(bits[bit_start:bit_start + bit_count], count=numel).astype(bool)
-            flat = torch.zeros(numel, dtype=dtype)
-            flat[torch.from_numpy(nonzero)] = values[start:start + count].to(dtype)
-        state_dict[item['name']] = flat.reshape(item['shape'])
-    state_dict.update(packed['dense'])
-    return {k: state_dict[k] for k in packed['order']}
-
-
-def _digest(payloads):
-    h = hashlib.sha256()
-    for p in payloads.values():
-        h.update(p['values'].numpy().tobytes())
-        h.update(p['bits'].numpy().tobytes())
-        h.update(repr((p['index'], p['order'])).encode())
-    return h.hexdigest()
-
-
 def export_compressed(checkpoint, out_path, half=False):
     """Write the compressed form of a BasicSR checkpoint (`params`, `params_ema`, masks dropped: the non-zero bits
     are the masks). Returns (dense file bytes, compressed file bytes)."""
-    from dupru_basicsr.utils.checkpoint import atomic_save
     check_output_path(out_path, '--out', [checkpoint])
     ckpt = _load(checkpoint)
-    keys = [k for k in ('params', 'params_ema') if k in ckpt]
-    if not keys:
+    if not any(k in ckpt for k in NETWORK_KEYS):
         raise ExportError(f'{checkpoint} has no "params" / "params_ema" state dict: pass a BasicSR network checkpoint '
                           '(experiments/<name>/models/net_g_*.pth).')
-    payloads = {}
-    for k in keys:
-        payloads[k] = compress_state_dict(ckpt[k], half=half)
-    meta = {k: v for k, v in ckpt.items() if k not in ('params', 'params_ema', 'keep_masks')}
-    atomic_save({'format': FORMAT, 'half': half, 'payloads': payloads, 'sha256': _digest(payloads), 'meta': meta},
-                out_path)
+    atomic_save(pack_checkpoint(ckpt, half=half), out_path)
     return osp.getsize(checkpoint), osp.getsize(out_path)
 
 
@@ -110,28 +42,34 @@ def _load(path):
     if not osp.isfile(path):
         raise ExportError(f'{path} does not exist.')
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file: say which and why
-        raise ExportError(f'Cannot read {path} ({type(e).__name__}: {e}); the file is truncated or not a PyTorch '
-                          'checkpoint.') from None
+        return load_checkpoint(path)
+    except RuntimeError as e:  # truncated, bad CRC, not a torch file: say which file and why
+        cause = e.__cause__ or e
+        raise ExportError(f'Cannot read {path} ({type(cause).__name__}: {cause}); the file is truncated or not a '
+                          'PyTorch checkpoint.') from None
+
+
+def _unpack(data, path):
+    try:
+        return unpack_checkpoint(data, path)
+    except CompressedFormatError as e:
+        raise ExportError(str(e)) from None
 
 
 def load_compressed(path):
     """A compressed file -> {'params': dense state dict, 'params_ema': ...} (what BasicSR's load_network reads)."""
+    return _unpack(_load(path), path)
+
+
+def _dense_checkpoint(path):
+    """An ordinary or compressed checkpoint file as {'params': dense state dict, ...}."""
     data = _load(path)
-    if not isinstance(data, dict) or data.get('format') != FORMAT:
-        raise ExportError(f'{path} is not a {FORMAT} file made by dupru-export.')
-    if _digest(data['payloads']) != data['sha256']:
-        raise ExportError(f'{path} is corrupted (checksum mismatch); export it again from the original checkpoint.')
-    out = {k: decompress_state_dict(p) for k, p in data['payloads'].items()}
-    out.update(data.get('meta') or {})
-    return out
+    return _unpack(data, path) if is_compressed(data) else data
 
 
 def load_into(network, path, param_key='params'):
     """Load a compressed (or ordinary) checkpoint into `network` strictly, with a clear error on a mismatch."""
-    data = _load(path)
-    ckpt = load_compressed(path) if isinstance(data, dict) and data.get('format') == FORMAT else data
+    ckpt = _dense_checkpoint(path)
     state = ckpt.get(param_key) or ckpt.get('params')
     try:
         network.load_state_dict(state, strict=True)
@@ -143,14 +81,12 @@ def load_into(network, path, param_key='params'):
 
 def export_onnx(checkpoint, onnx_path, arch_opt=None, param_key='params_ema', input_size=(1, 3, 32, 32)):
     """Export the dense network of a checkpoint (ordinary or compressed) to ONNX (needs the `onnx` package)."""
-    from dupru_basicsr.compare import CompareError, infer_msrresnet_arch
     try:
         import onnx  # noqa: F401
     except ImportError:
         raise ExportError('ONNX export needs the onnx package: pip install "dupru-basicsr[onnx]".') from None
     check_output_path(onnx_path, '--onnx', [checkpoint] + ([arch_opt] if arch_opt else []))
-    data = _load(checkpoint)
-    ckpt = load_compressed(checkpoint) if isinstance(data, dict) and data.get('format') == FORMAT else data
+    ckpt = _dense_checkpoint(checkpoint)
     state = ckpt.get(param_key) or ckpt.get('params')
     if arch_opt:
         import yaml
@@ -163,7 +99,7 @@ def export_onnx(checkpoint, onnx_path, arch_opt=None, param_key='params_ema', in
     else:
         try:
             net_opt = dict(infer_msrresnet_arch(state, checkpoint), type='MSRResNet')
-        except CompareError as e:
+        except ArchError as e:
             raise ExportError(f'{e} Pass --arch-opt with the network_g options of this network.') from None
     from basicsr.utils.registry import ARCH_REGISTRY
     net_opt = dict(net_opt)

@@ -17,9 +17,7 @@ import statistics
 import sys
 import time
 
-import yaml
-
-from dupru_basicsr.demo import make_options, train_one
+from dupru_basicsr.experiments import make_options, train_experiment
 
 PRESETS = {
     # tiny MSRResNet on a 2-core CPU: 2 seeds x 9 runs of <= 1500 iterations, under 40 minutes
@@ -50,7 +48,7 @@ def recipes(preset):
 
 
 def prepare_study_data(train_hr, out, progress):
-    from dupru_basicsr.prepare import prepare
+    from dupru_basicsr.data.prepare import prepare
     folder = osp.join(out, 'data', 'train')
     if not osp.isfile(osp.join(folder, 'meta_info_GTmod4_sub.txt')):
         prepare(input_dir=train_hr, out_dir=folder, scales=(4, ), subimages=True, crop_size=240, step=240,
@@ -101,7 +99,7 @@ def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_ro
               datasets=('Set5', 'Set14'), out='results/study', seeds=None, progress=True):
     import torch
 
-    from dupru_basicsr.compare import compare
+    from dupru_basicsr.report.build import compare
     preset = dict(PRESETS[preset_name])
     seeds = tuple(seeds or preset['seeds'])
     for ds in datasets:
@@ -127,16 +125,9 @@ def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_ro
             name = f'study_{preset_name}_{label}_s{seed}'
             opt = make_options(method, data, preset, name, gpus, seed=seed, rewind=rewind or 'init', **extra)
             opt['datasets']['val']['name'] = datasets[0]
-            opt_path = osp.join(out, 'options', f'{name}.yml')
-            os.makedirs(osp.dirname(opt_path), exist_ok=True)
-            with open(opt_path, 'w') as f:
-                yaml.safe_dump(opt, f, sort_keys=False)
-            exp = osp.join(out, 'experiments', name)
-            if not osp.isfile(osp.join(exp, 'models', 'net_g_latest.pth')):
-                t = time.time()
-                train_one(opt_path, out, f'{label} s{seed}', opt['train']['total_iter'],
-                          osp.isdir(osp.join(exp, 'training_states')), progress)
-                timings[name] = time.time() - t
+            exp, seconds = train_experiment(opt, out, f'{label} s{seed}', progress)
+            if seconds is not None:
+                timings[name] = seconds
             exps.append(exp)
             labels.append(f'{label}_s{seed}')
     results = compare(exps, datasets=list(datasets), data_root=data_root, out_dir=osp.join(out, 'report'),
@@ -165,8 +156,8 @@ def main(argv=None):
     parser.add_argument('--out', default='results/study')
     parser.add_argument('--no-progress', action='store_true')
     args = parser.parse_args(argv)
-    from dupru_basicsr.compare import CompareError
-    from dupru_basicsr.prepare import PrepareError
+    from dupru_basicsr.data.prepare import PrepareError
+    from dupru_basicsr.report import CompareError
     from dupru_basicsr.utils.cli import run_command
 
     def run():

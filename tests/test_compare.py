@@ -22,8 +22,12 @@ from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import img2tensor, tensor2img
 from basicsr.utils.matlab_functions import imresize
 
-from dupru_basicsr import compare as cmp
-from dupru_basicsr.compare import CompareError, compare
+from dupru_basicsr.compare import main
+from dupru_basicsr.report import CompareError
+from dupru_basicsr.report.build import compare
+from dupru_basicsr.report.evaluate import compressed_size_bytes, saved_size_bytes
+from dupru_basicsr.report.results import MEAN_ROW
+from dupru_basicsr.weights.arch import infer_msrresnet_arch
 
 SCALE = 4
 ARCH = {'num_feat': 8, 'num_block': 2, 'upscale': SCALE}
@@ -191,7 +195,7 @@ def test_csv_and_json_rows(setup):
         rows = list(csv.DictReader(f))
     assert len(rows) == 3 * (3 + 1 + 2 + 1)  # runs x (images + mean) per dataset
     assert set(rows[0]) == {'label', 'method', 'dataset', 'image', 'psnr_rgb', 'ssim_rgb', 'psnr_y', 'ssim_y'}
-    means = [r for r in rows if r['image'] == cmp.MEAN_ROW]
+    means = [r for r in rows if r['image'] == MEAN_ROW]
     assert len(means) == 6
     row = next(r for r in means if r['label'] == 'upru (upru_r20)' and r['dataset'] == 'Tiny2')
     assert float(row['psnr_y']) == pytest.approx(setup['results'].mean('upru (upru_r20)', 'Tiny2', 'psnr_y'), abs=1e-5)
@@ -239,10 +243,10 @@ def test_compressed_size_helper_round_trip():
         state[f'body.{i}.conv1.weight'] = weight
     state['conv_first.bias'] = torch.randn(64)
     state['steps'] = torch.tensor(7)  # a non-floating buffer is kept as is
-    dense = cmp.saved_size_bytes(state)
-    compressed = cmp.compressed_size_bytes(state)
+    dense = saved_size_bytes(state)
+    compressed = compressed_size_bytes(state)
     assert compressed < 0.3 * dense
-    from dupru_basicsr.export import compress_state_dict, decompress_state_dict
+    from dupru_basicsr.weights.compressed import compress_state_dict, decompress_state_dict
     restored = decompress_state_dict(compress_state_dict(state))
     assert list(restored) == list(state)
     for name, tensor in state.items():
@@ -253,7 +257,7 @@ def test_compressed_size_helper_round_trip():
 
 def test_infer_arch_from_state_dict_all_scales():
     for upscale in (2, 3, 4):
-        arch = cmp.infer_msrresnet_arch(tiny_state(0, upscale=upscale, num_block=3), 'x.pth')
+        arch = infer_msrresnet_arch(tiny_state(0, upscale=upscale, num_block=3), 'x.pth')
         assert arch == {'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 3, 'upscale': upscale}
 
 
@@ -263,8 +267,8 @@ def test_main_with_single_checkpoint_and_dataset_dirs(setup, tmp_path, capsys):
     gt_dir = osp.join(setup['data_root'], 'Tiny2', 'GTmod12')
     lr_dir = osp.join(setup['data_root'], 'Tiny2', 'LRbicx4')
     out = str(tmp_path / 'out')
-    code = cmp.main([ckpt, '--dataset-dirs', f'Pairs={gt_dir}:{lr_dir}', '--out', out, '--repeats', '0',
-                     '--no-progress', '--labels', 'mine', '--crop-box', '4', '4', '20', '16'])
+    code = main([ckpt, '--dataset-dirs', f'Pairs={gt_dir}:{lr_dir}', '--out', out, '--repeats', '0',
+                 '--no-progress', '--labels', 'mine', '--crop-box', '4', '4', '20', '16'])
     assert code == 0
     printed = capsys.readouterr().out
     assert 'Pairs (2 images)' in printed and 'mine' in printed
@@ -333,7 +337,7 @@ def test_error_missing_dataset_folder(setup, tmp_path):
 
 def test_main_reports_errors_with_exit_code_2(setup, tmp_path, capsys):
     missing = str(tmp_path / 'nowhere')
-    assert cmp.main([setup['stock'], '--datasets', 'Tiny', '--data-root', missing, '--no-progress']) == 2
+    assert main([setup['stock'], '--datasets', 'Tiny', '--data-root', missing, '--no-progress']) == 2
     assert osp.join(missing, 'Tiny', 'GTmod12') in capsys.readouterr().err
 
 

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 import dupru_basicsr  # noqa: F401  (compatibility shims before anything from basicsr)
-from dupru_basicsr.prepare import PrepareError, crop_positions, main, prepare
+from dupru_basicsr.data.bicubic import bicubic_resize, float_to_uint8
+from dupru_basicsr.data.prepare import PrepareError, crop_positions, prepare
+from dupru_basicsr.prepare import main
 
 DATA = osp.join(osp.dirname(osp.abspath(__file__)), 'data')
 
@@ -66,6 +68,19 @@ def test_lr_matches_matlab_bicubic(tmp_path):
     print(f'x4 vs MATLAB, {diff.shape[0]}x{diff.shape[1]} interior: within +-1: {within:.4%}, exact: {exact:.4%}, '
           f'max diff {diff.max()}')
     assert within >= 0.99
+
+
+def test_bicubic_rounds_halves_up_like_matlab():
+    """The one bicubic (LR images and the report's baseline) rounds like MATLAB's im2uint8: halves away from zero
+    (2.5 -> 3), not to even as np.round does (2.5 -> 2); below 0 and above 255 clip."""
+    halves = (np.arange(255) + 0.5) / 255.  # exactly k + 0.5 after * 255 in float64
+    np.testing.assert_array_equal(float_to_uint8(halves), np.arange(1, 256))
+    assert not np.array_equal(np.round(halves * 255.), np.arange(1, 256))  # the rounding this replaces differs
+    np.testing.assert_array_equal(float_to_uint8(np.array([-0.1, 0.0, 1.0, 1.2])), [0, 0, 255, 255])
+    # a constant image stays constant through the float64 resize, both ways
+    flat = np.full((24, 20, 3), (10, 128, 250), np.uint8)
+    np.testing.assert_array_equal(bicubic_resize(flat, 1 / 4), flat[:6, :5])
+    np.testing.assert_array_equal(bicubic_resize(flat[:6, :5], 4), flat)
 
 
 def test_mod_crop_lr_sizes_and_channel_order(tmp_path):

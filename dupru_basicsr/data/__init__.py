@@ -1,1 +1,1 @@
-"""Image data: the one image lister and the one bicubic resize that every command uses."""
+"""Image data: the one image lister (images), the one bicubic resize (bicubic) and dataset preparation (prepare)."""

@@ -1,0 +1,115 @@
+"""Experiments run by the demo and the study: one BasicSR option dict per run, and training it in a folder.
+
+The demo (`dupru-demo`) and the study (`dupru-study`) train several runs with the same data, budget and LR curve;
+this is the one place that says how such a run is configured, where its files go and how it is resumed.
+"""
+import contextlib
+import os
+import os.path as osp
+import sys
+import time
+
+import yaml
+from tqdm import tqdm
+
+from dupru_basicsr.options import DEFAULT_TARGETS
+
+
+def make_options(method, data, preset, name, device_gpus, seed=0, rewind='init', total_iter=None, gradual=None):
+    """A BasicSR option dict for one run: stock SRModel (`total_iter` defaults to rounds x iters, with the pruned
+    runs' LR curve) or DUPruModel with the given freeze `method` and `rewind`, or `gradual` pruning settings
+    (start_iter, end_iter, final_sparsity, frequency; one cosine over the whole run)."""
+    rounds, iters = preset['rounds'], preset['iters']
+    total = total_iter or rounds * iters
+    if method == 'stock' or gradual:
+        periods = [iters] * (total // iters) if total % iters == 0 and not gradual else [total]
+    else:
+        periods = [iters]  # one round; the schedule restarts every round
+    opt = {
+        'name': name,
+        'model_type': 'SRModel' if method == 'stock' else 'DUPruModel',
+        'scale': 4,
+        'num_gpu': device_gpus,
+        'manual_seed': seed,
+        'datasets': {
+            'train': {
+                'name': 'skimage_train', 'type': 'PairedImageDataset',
+                'dataroot_gt': data['train']['gt_sub'], 'dataroot_lq': data['train']['lr_sub'][4],
+                'filename_tmpl': '{}', 'io_backend': {'type': 'disk'},
+                'gt_size': preset['gt_size'], 'use_hflip': True, 'use_rot': True,
+                'num_worker_per_gpu': 0 if device_gpus == 0 else 4, 'batch_size_per_gpu': preset['batch'],
+                'dataset_enlarge_ratio': 10, 'prefetch_mode': None,
+            },
+            'val': {
+                'name': 'skimage_val', 'type': 'PairedImageDataset',
+                'dataroot_gt': data['val']['gt'], 'dataroot_lq': data['val']['lr'][4], 'io_backend': {'type': 'disk'},
+            },
+        },
+        'network_g': {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': preset['num_feat'],
+                      'num_block': preset['num_block'], 'upscale': 4},
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {
+            'ema_decay': 0,
+            'optim_g': {'type': 'Adam', 'lr': preset['lr'], 'weight_decay': 0, 'betas': [0.9, 0.99]},
+            # the same LR curve for every method: a cosine from lr to 1% of it, restarted every E iterations
+            'scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': periods,
+                          'restart_weights': [1] * len(periods), 'eta_min': preset['lr'] / 100},
+            'total_iter': total,
+            'warmup_iter': -1,
+            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
+        },
+        'val': {
+            'val_freq': iters, 'save_img': False,
+            'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4, 'test_y_channel': True},
+                        'ssim': {'type': 'calculate_ssim', 'crop_border': 4, 'test_y_channel': True}},
+        },
+        'logger': {'print_freq': max(1, iters // 5), 'save_checkpoint_freq': iters, 'use_tb_logger': False,
+                   'wandb': {'project': None, 'resume_id': None}},
+        'dist_params': {'backend': 'gloo', 'port': 29500},
+    }
+    if gradual:
+        opt['pruning'] = {'method': method, 'targets': list(DEFAULT_TARGETS), 'schedule': 'gradual', 'rounds': 1,
+                          'iters_per_round': total, 'eps': 1e-6, 'scope': 'layer', 'rewind': 'none', **gradual}
+    elif method != 'stock':
+        opt['pruning'] = {'method': method, 'targets': list(DEFAULT_TARGETS), 'rate': preset['rate'], 'rounds': rounds,
+                          'iters_per_round': iters, 'eps': 1e-6, 'scope': 'layer', 'rewind': rewind}
+    return opt
+
+
+def train_one(opt_path, root, label, total_iters, resume, progress=True):
+    """Run `dupru_basicsr.train` on one option file with a progress bar instead of BasicSR's console log (the full
+    log is in the experiment folder)."""
+    from dupru_basicsr.train import train_pipeline
+    bar = tqdm(total=total_iters, desc=f'Train {label:6s}', unit='it', disable=not progress, file=sys.stderr)
+
+    def on_iter(it, total):
+        bar.n = it
+        bar.refresh()
+
+    argv = sys.argv
+    sys.argv = [argv[0], '-opt', opt_path] + (['--auto_resume'] if resume else [])
+    try:
+        with open(os.devnull, 'w') as devnull, contextlib.redirect_stdout(devnull), \
+                contextlib.redirect_stderr(devnull):
+            train_pipeline(root, on_iter=on_iter)
+    finally:
+        sys.argv = argv
+        bar.close()
+
+
+def train_experiment(opt, root, label, progress=True):
+    """Write `opt` to <root>/options/<name>.yml and train it into <root>/experiments/<name>: skipped when the run
+    finished (models/net_g_latest.pth exists), resumed when an interrupted one left training states.
+    Returns (experiment folder, seconds spent training, or None when skipped)."""
+    name = opt['name']
+    opt_path = osp.join(root, 'options', f'{name}.yml')
+    os.makedirs(osp.dirname(opt_path), exist_ok=True)
+    with open(opt_path, 'w') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
+    exp = osp.join(root, 'experiments', name)
+    if osp.isfile(osp.join(exp, 'models', 'net_g_latest.pth')):
+        return exp, None
+    start = time.time()
+    train_one(opt_path, root, label, opt['train']['total_iter'], osp.isdir(osp.join(exp, 'training_states')),
+              progress)
+    return exp, time.time() - start
