@@ -16,8 +16,6 @@ uses them to kill, pause or inspect runs at exact places (tests/helpers/launch.p
 
 class Hooks:
 
-    POINTS = ('after_lr', 'after_step', 'round_end', 'before_rename')
-
     def __init__(self):
         self._listeners = []
 

@@ -172,7 +172,7 @@ def test_sigkill_at_a_random_moment_then_auto_resume(tmp_path, reference, seed):
 
 # ------------------------------------------------------------------------------------------ atomic, safe loading
 def test_every_torch_save_of_a_run_goes_through_atomic_save(run_train, monkeypatch):
-    from dupru_basicsr.utils import checkpoint
+    from dupru_basicsr.weights import io
     callers, replaced = [], []
     real_save, real_replace = torch.save, os.replace
 
@@ -185,7 +185,7 @@ def test_every_torch_save_of_a_run_goes_through_atomic_save(run_train, monkeypat
         return real_replace(src, dst, *args, **kwargs)
 
     monkeypatch.setattr(torch, 'save', spy_save)
-    monkeypatch.setattr(checkpoint.os, 'replace', spy_replace)
+    monkeypatch.setattr(io.os, 'replace', spy_replace)
     _, exp = run_train(_opt('atomic'))
     assert callers and set(callers) == {'atomic_save'}, callers
     written = glob.glob(osp.join(exp, '**', '*.pth'), recursive=True) + glob.glob(

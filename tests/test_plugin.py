@@ -81,8 +81,10 @@ if __name__ == '__main__':
 
 
 def _opt(name):
+    # batch 1: BasicSR's own loop counts ceil(images / batch) iterations per epoch but drop_last gives floor(...), so
+    # with the 5 training photos and batch 2 it would stop at iteration 10 of 12
     return tiny_options(name, 'DUPruModel', pruning={'rounds': ROUNDS, 'iters_per_round': E, 'rate': RATE},
-                        total_iter=TOTAL, val_freq=VAL_FREQ, save_freq=SAVE_FREQ, ema_decay=0.9)
+                        total_iter=TOTAL, val_freq=VAL_FREQ, save_freq=SAVE_FREQ, ema_decay=0.9, batch=1)
 
 
 def _load(path):

@@ -182,7 +182,7 @@ def test_second_start_beside_a_running_one_is_refused_and_resume_after_sigkill_w
 def previous_run(tmp_path_factory):
     """A finished tiny DUPru run (rate 30, validated: it has tickets)."""
     root = tmp_path_factory.mktemp('previous')
-    opt = _dupru_opt('prev', val_set='Set5', val_freq=4)
+    opt = _dupru_opt('prev', val_freq=4)
     run_in(root, opt)
     exp = root / 'experiments' / 'prev'
     assert (exp / 'models' / 'net_g_round2_best.pth').is_file() and (exp / 'training_states' / '8.state').is_file()
@@ -198,7 +198,7 @@ def workdir(tmp_path, previous_run):
 
 def test_refused_resume_with_a_changed_rate_leaves_the_folder_byte_identical(workdir):
     tmp_path, opt, before = workdir
-    changed = _dupru_opt('prev', rate=50, val_set='Set5', val_freq=4)
+    changed = _dupru_opt('prev', rate=50, val_freq=4)
     result = _cli('train', ['-opt', write_options(changed, tmp_path), '--auto_resume'], tmp_path)
     _assert_user_error(result, 'dupru-train', 'rate')
     assert _snapshot(tmp_path / 'experiments') == before  # no option copy, no log, no lock file, nothing archived
@@ -261,7 +261,7 @@ def _test_options(name, weights):
 
 
 def test_dupru_test_refuses_random_weights_unless_allowed(tmp_path):
-    shared_dataset('Set5')
+    shared_dataset('val')
     yml = write_options(_test_options('scored', None), tmp_path)
     refused = _cli('test', ['-opt', yml], tmp_path)
     _assert_user_error(refused, 'dupru-test', 'path.pretrain_network_g is not set', '--allow-random-weights')
@@ -273,7 +273,7 @@ def test_dupru_test_refuses_random_weights_unless_allowed(tmp_path):
 
 def test_dupru_test_option_and_weight_errors_are_one_line(tmp_path, monkeypatch, capsys):
     from dupru_basicsr.test import main
-    shared_dataset('Set5')
+    shared_dataset('val')
     monkeypatch.chdir(tmp_path)
     compressed = tmp_path / 'small.pth'
     torch.save({'format': 'dupru-sparse-v1', 'payloads': {}}, compressed)

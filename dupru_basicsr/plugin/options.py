@@ -9,6 +9,7 @@ import os.path as osp
 from dupru_basicsr.plugin.datasets import check_datasets
 from dupru_basicsr.plugin.option_base import OptionError, as_int, build_network, did_you_mean, is_pruning_model
 from dupru_basicsr.plugin.pruning_options import check_pruning_options
+from dupru_basicsr.weights.io import load_checkpoint
 
 
 def _check_registered(opt):
@@ -126,8 +127,7 @@ def check_pretrained_network(opt):
     if not osp.isfile(path):
         raise OptionError(f'{key}: "{path}" does not exist; point it at a network checkpoint (e.g. '
                           'experiments/<name>/models/net_g_latest.pth) or remove the key.')
-    from dupru_basicsr.export import FORMAT
-    from dupru_basicsr.weights.io import load_checkpoint
+    from dupru_basicsr.export import FORMAT  # the compressed format (branch r2 moves it to dupru_basicsr.weights)
     try:
         ckpt = load_checkpoint(path)
     except RuntimeError as e:
