@@ -1,4 +1,4 @@
-"""Time of the data check before training (`dupru_basicsr.options.check_options`) on a DIV2K-sized training set.
+"""Time of the data check before training (`dupru_basicsr.plugin.options.check_options`) on a DIV2K-sized training set.
 
 Makes N GT/LR PNG pairs (default 32000, DIV2K's sub-image count for 480x480 crops; small images, since the check
 reads only headers and the last bytes) in a temporary folder and times the check of every pair, --repeats times.
@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 import dupru_basicsr  # noqa: F401  (shims before basicsr)
-from dupru_basicsr.options import _check_datasets
+from dupru_basicsr.plugin.datasets import check_datasets as _check_datasets
 
 
 def make_pairs(root, pairs, gt_size=48, scale=4):

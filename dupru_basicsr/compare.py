@@ -28,7 +28,6 @@ from dupru_basicsr.report import CompareError
 from dupru_basicsr.report.build import compare
 from dupru_basicsr.report.figures import DEFAULT_CROP
 from dupru_basicsr.report.results import METRICS
-from dupru_basicsr.report.runs import find_option_file, load_model_entry  # noqa: F401  (test_reliability; merge step)
 
 
 def build_parser():

@@ -12,7 +12,7 @@ import time
 import yaml
 from tqdm import tqdm
 
-from dupru_basicsr.options import DEFAULT_TARGETS
+from dupru_basicsr.pruning import DEFAULT_TARGETS
 
 
 def make_options(method, data, preset, name, device_gpus, seed=0, rewind='init', total_iter=None, gradual=None):

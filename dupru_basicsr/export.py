@@ -18,7 +18,6 @@ import torch
 from dupru_basicsr.weights.arch import ArchError, infer_msrresnet_arch
 from dupru_basicsr.weights.compressed import (NETWORK_KEYS, CompressedFormatError, is_compressed, pack_checkpoint,
                                               unpack_checkpoint)
-from dupru_basicsr.weights.compressed import FORMAT  # noqa: F401  (options.py still imports it from here; merge step)
 from dupru_basicsr.weights.io import atomic_save, load_checkpoint
 
 

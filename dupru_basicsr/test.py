@@ -9,14 +9,15 @@ import os
 import sys
 
 import dupru_basicsr  # noqa: F401  (applies the compatibility shims and registers DUPruModel)
-from dupru_basicsr.compat import patch_basicsr
+from dupru_basicsr.plugin.shims import patch_basicsr
 
 ALLOW_RANDOM = '--allow-random-weights'
 
 
 def check_weights(opt, allow_random_weights=False):
     """`path.pretrain_network_g` is set (unless random weights are allowed) and loads into network_g."""
-    from dupru_basicsr.options import OptionError, check_pretrained_network
+    from dupru_basicsr.plugin.option_base import OptionError
+    from dupru_basicsr.plugin.options import check_pretrained_network
     if (opt.get('path') or {}).get('pretrain_network_g') is None:
         if allow_random_weights:
             return
@@ -33,9 +34,9 @@ def test_pipeline(root_path):
     import basicsr.test
     import basicsr.utils.options
 
-    from dupru_basicsr.options import check_options
+    from dupru_basicsr.plugin.log import reset_basicsr_logger
+    from dupru_basicsr.plugin.options import check_options
     from dupru_basicsr.utils.cli import check_basicsr_command_line
-    from dupru_basicsr.utils.log import reset_basicsr_logger
 
     check_basicsr_command_line(sys.argv[1:])
     parse = basicsr.utils.options.parse_options

@@ -36,7 +36,8 @@ def test_stock_load_resume_state_needs_cuda_and_ours_does_not(tmp_path):
 
     import basicsr.train
 
-    from dupru_basicsr import compat
+    from dupru_basicsr.plugin import shims
+    from dupru_basicsr.plugin.resume import load_resume_state
     state_path = tmp_path / '3.state'
     torch.save({'epoch': 0, 'iter': 3, 'optimizers': [], 'schedulers': []}, state_path)
     opt = {'auto_resume': False, 'path': {'resume_state': str(state_path)}, 'num_gpu': 0}
@@ -45,8 +46,8 @@ def test_stock_load_resume_state_needs_cuda_and_ours_does_not(tmp_path):
         with pytest.raises((RuntimeError, AssertionError, AttributeError)):
             original(dict(opt, path=dict(opt['path'])))
     finally:
-        compat.patch_basicsr()
-    state = compat.load_resume_state(dict(opt, path=dict(opt['path'])))
+        shims.patch_basicsr()
+    state = load_resume_state(dict(opt, path=dict(opt['path'])))
     assert state['iter'] == 3
 
 

@@ -2,7 +2,7 @@
 uninterrupted run; every checkpoint on disk loads at every moment; corrupt newest files are skipped; a non-finite
 loss or non-finite weights stop the run with the last good checkpoint intact.
 
-The kills at exact places use the test-only hook `DUPRU_TEST_KILL_AT=<where>:<what>` (see dupru_basicsr.train);
+The kills at exact places go through the test launcher's `--kill-at <where>:<what>` (tests/helpers/launch.py);
 the random kills are plain SIGKILLs sent by this test at a random moment of the training."""
 import glob
 import os
@@ -21,7 +21,7 @@ import torch
 from conftest import run_in, tiny_options, write_options
 
 NAME = 'crash'
-KILL_ENV = 'DUPRU_TEST_KILL_AT'
+LAUNCH = osp.join(osp.dirname(osp.abspath(__file__)), 'helpers', 'launch.py')
 ROUNDS, E = 3, 4
 
 
@@ -73,15 +73,14 @@ def _state_iters(exp):
 
 
 def _launch(folder, yml, kill_at=None):
-    """`python -m dupru_basicsr.train -opt yml --auto_resume` in `folder`; output to a file. Returns (proc, path)."""
-    env = dict(os.environ)
-    env.pop(KILL_ENV, None)
+    """`python -m dupru_basicsr.train -opt yml --auto_resume` in `folder` (through the test launcher when it is to be
+    killed at `kill_at`); output to a file. Returns (proc, path)."""
+    cmd = [sys.executable, '-m', 'dupru_basicsr.train']
     if kill_at:
-        env[KILL_ENV] = kill_at
+        cmd = [sys.executable, LAUNCH, '--kill-at', kill_at, '--']
     out = osp.join(folder, f'run_{len(glob.glob(osp.join(folder, "run_*.out")))}.out')
     with open(out, 'w') as f:
-        proc = subprocess.Popen([sys.executable, '-m', 'dupru_basicsr.train', '-opt', yml, '--auto_resume'],
-                                cwd=folder, env=env, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd + ['-opt', yml, '--auto_resume'], cwd=folder, stdout=f, stderr=subprocess.STDOUT)
     return proc, out
 
 
@@ -258,7 +257,7 @@ def test_corrupt_newest_network_falls_back_to_the_previous_state(run_train, refe
 
 
 def test_no_usable_state_refuses_to_resume_and_touches_nothing(run_train, reference, tmp_path):
-    from dupru_basicsr.utils.checkpoint import ResumeError
+    from dupru_basicsr.plugin.resume import ResumeError
     exp = _copy_reference(reference, tmp_path)
     for path in glob.glob(osp.join(exp, 'training_states', '*.state')):
         with open(path, 'r+b') as f:
@@ -270,7 +269,7 @@ def test_no_usable_state_refuses_to_resume_and_touches_nothing(run_train, refere
 
 
 def test_explicit_corrupt_resume_state_names_the_file(run_train, reference, tmp_path):
-    from dupru_basicsr.utils.checkpoint import ResumeError
+    from dupru_basicsr.plugin.resume import ResumeError
     exp = _copy_reference(reference, tmp_path)
     state = osp.join(exp, 'training_states', '10.state')
     _corrupt_tensor_data(state)
@@ -308,7 +307,7 @@ def test_huge_learning_rate_stops_srmodel_with_the_last_checkpoint_intact(run_tr
 
 
 def test_nan_loss_stops_dupru_naming_iteration_and_round(run_train, tmp_path, monkeypatch):
-    from dupru_basicsr.models.dupru_model import DUPruModel
+    from dupru_basicsr.plugin.model import DUPruModel
     original = DUPruModel.optimize_parameters
 
     def poisoned(self, current_iter):
@@ -326,7 +325,7 @@ def test_nan_loss_stops_dupru_naming_iteration_and_round(run_train, tmp_path, mo
 
 def test_non_finite_weights_with_finite_loss_stop_before_validation_and_save(run_train, tmp_path, monkeypatch):
     """An inf weight at a round end: no ticket, no checkpoint, no state of that iteration is written."""
-    from dupru_basicsr.models.dupru_model import DUPruModel
+    from dupru_basicsr.plugin.model import DUPruModel
     original = DUPruModel.optimize_parameters
 
     def poisoned(self, current_iter):

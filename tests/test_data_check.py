@@ -1,4 +1,4 @@
-"""The data check before training (dupru_basicsr.options): every GT/LR pair of every dataset, not only the first,
+"""The data check before training (dupru_basicsr.plugin): every GT/LR pair of every dataset, not only the first,
 is read from its header (sizes agree with the scale, the file is an image and is complete, a training crop fits);
 problems are refused as one OptionError naming each file and the fix, before anything is written."""
 import os
@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import run_in, shared_pair, tiny_options
-from dupru_basicsr.options import OptionError, check_options, image_header
+from dupru_basicsr.plugin.datasets import image_header
+from dupru_basicsr.plugin.option_base import OptionError
+from dupru_basicsr.plugin.options import check_options
 
 
 def _opt(tmp_path, **train_kw):

@@ -19,10 +19,11 @@ import pytest
 import torch
 
 from conftest import shared_pair, tiny_options, write_options
+from helpers.launch import install_dump
 
 ROUNDS, E = 3, 4
 ROUND_ENDS = [E * r for r in range(1, ROUNDS + 1)]
-KILL_ENV, DUMP_ENV = 'DUPRU_TEST_KILL_AT', 'DUPRU_TEST_DUMP_DIR'
+LAUNCH = osp.join(osp.dirname(osp.abspath(__file__)), 'helpers', 'launch.py')
 
 
 @pytest.fixture(scope='module')
@@ -63,13 +64,10 @@ def _free_port():
 def _torchrun(folder, yml, dump_dir, *extra, kill_at=None):
     launcher = osp.join(osp.dirname(sys.executable), 'torchrun')
     cmd = [launcher] if osp.isfile(launcher) else [sys.executable, '-m', 'torch.distributed.run']
-    cmd += ['--nproc_per_node', '2', '--master_addr', '127.0.0.1', '--master_port', str(_free_port()), '-m',
-            'dupru_basicsr.train', '-opt', yml, '--launcher', 'pytorch', *extra]
-    env = dict(os.environ, **{DUMP_ENV: str(dump_dir)})
-    env.pop(KILL_ENV, None)
-    if kill_at:
-        env[KILL_ENV] = kill_at
-    return subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=400)
+    cmd += ['--nproc_per_node', '2', '--master_addr', '127.0.0.1', '--master_port', str(_free_port()), LAUNCH,
+            '--dump-dir', str(dump_dir)] + (['--kill-at', kill_at] if kill_at else [])
+    cmd += ['--', '-opt', yml, '--launcher', 'pytorch', *extra]
+    return subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=400)
 
 
 def _load(path):
@@ -131,11 +129,15 @@ def test_ddp_ranks_agree_after_every_round_and_only_rank0_writes(ddp_run):
     assert not glob.glob(osp.join(folder, 'experiments', '*_archived_*'))
 
 
-def test_ddp_matches_a_single_process_with_the_same_global_batch(ddp_run, patches, run_train, tmp_path, monkeypatch):
+def test_ddp_matches_a_single_process_with_the_same_global_batch(ddp_run, patches, run_train, tmp_path):
     _, exp, dump_dir, result = ddp_run
     assert result.returncode == 0, result.stderr[-4000:]
-    monkeypatch.setenv(DUMP_ENV, str(tmp_path / 'dump_single'))
-    _, exp_single = run_train(_opt('single', 4, patches))
+    from dupru_basicsr.hooks import hooks
+    dump = install_dump(str(tmp_path / 'dump_single'))
+    try:
+        _, exp_single = run_train(_opt('single', 4, patches))
+    finally:
+        hooks.remove(dump)
     for it in ROUND_ENDS:
         ddp, single = _dump(dump_dir, 0, it), _dump(tmp_path / 'dump_single', 0, it)
         for name in single['keep_masks']:

@@ -77,7 +77,7 @@ def test_upru_freezes_negative_weights_dupru_updates_them(run_train):
         models = osp.join(exp, 'models')
         start = _load(osp.join(models, 'net_g_round2_best.pth'))  # saved at the end of round 2 (its only val)
         masks = _load(osp.join(models, 'masks_round2.pth'))['keep_masks']
-        import dupru_basicsr.models.dupru_model  # noqa: F401
+        import dupru_basicsr.plugin.model  # noqa: F401
         # W0 of the run: the rewind state saved in the training state
         w0 = _load(osp.join(exp, 'training_states', f'{ROUNDS * E}.state'))['pruning']['pruner']['rewind_state']
         n_changed = n_neg = 0
@@ -124,7 +124,7 @@ def _final_weights(exp):
 
 @pytest.mark.parametrize('stop_after', [5, 7], ids=['killed_after_round_boundary', 'killed_mid_round'])
 def test_interrupted_and_resumed_equals_uninterrupted(run_train, monkeypatch, stop_after):
-    from dupru_basicsr.models.dupru_model import DUPruModel
+    from dupru_basicsr.plugin.model import DUPruModel
     _, exp_full = run_train(_pruned_opt('resume_full', 'dupru', pruning={'rewind': 'iter_1'}))
     full = _final_weights(exp_full)
 
@@ -152,7 +152,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(run_train, monkeypatch, st
 
 
 def test_total_iter_must_match_schedule(run_train, tmp_path):
-    from dupru_basicsr.options import OptionError
+    from dupru_basicsr.plugin.option_base import OptionError
     opt = _pruned_opt('bad_total', 'dupru')
     opt['train']['total_iter'] = 13
     with pytest.raises(OptionError, match=r'train.total_iter is 13 but rounds \(3\) x iters_per_round \(4\) = 12'):
@@ -182,7 +182,7 @@ def test_rewind_lr_restarts_schedule_from_trained_weights(run_train, monkeypatch
     opt['train']['scheduler'] = {'type': 'CosineAnnealingRestartLR', 'periods': [E], 'restart_weights': [1],
                                  'eta_min': 1e-5}
     lrs = {}
-    from dupru_basicsr.models.dupru_model import DUPruModel
+    from dupru_basicsr.plugin.model import DUPruModel
     original = DUPruModel.optimize_parameters
 
     def record(self, current_iter):

@@ -211,7 +211,7 @@ def test_targets_of_mixed_dtype_are_refused_with_their_names():
 
 
 def test_dupru_model_counts_the_frozen_fraction_only_when_it_logs(run_train, monkeypatch):
-    from dupru_basicsr.models.dupru_model import DUPruModel
+    from dupru_basicsr.plugin.model import DUPruModel
     calls, in_step = [], []
     counted, optimize = Pruner.frozen_fraction, DUPruModel.optimize_parameters
 

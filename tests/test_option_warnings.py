@@ -1,12 +1,14 @@
 """Warnings, not refusals, for pruning settings that are allowed but probably not meant: targets that are biases or
-normalisation weights, and an eps above 1 % of the median initial |W| of the targets (dupru_basicsr.options)."""
+normalisation weights, and an eps above 1 % of the median initial |W| of the targets (dupru_basicsr.plugin)."""
 import warnings
 
 import pytest
 import torch.nn as nn
 
 from conftest import run_in, tiny_options
-from dupru_basicsr.options import OptionWarning, PruningConfig, check_options, warn_about_targets
+from dupru_basicsr.plugin.option_base import OptionWarning
+from dupru_basicsr.plugin.options import check_options
+from dupru_basicsr.plugin.pruning_options import PruningConfig, warn_about_targets
 
 
 def _opt(**pruning):

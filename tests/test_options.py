@@ -62,7 +62,7 @@ def _assert_untouched(tmp_path, before):
 
 
 def _refused(workdir, opt, pattern, *extra):
-    from dupru_basicsr.options import OptionError
+    from dupru_basicsr.plugin.option_base import OptionError
     tmp_path, before = workdir
     with pytest.raises(OptionError, match=pattern) as info:
         run_in(tmp_path, opt, *extra)

@@ -41,7 +41,7 @@ import signal
 import sys
 
 KILL_AT = int(os.environ['PLUGIN_TEST_KILL_AT'])
-NAME = 'dupru_basicsr.models.dupru_model'
+NAME = 'dupru_basicsr.plugin.model'
 
 
 class _KillAfterStep(importlib.abc.MetaPathFinder):
@@ -374,8 +374,9 @@ def _print_run(exp):
 
 # ------------------------------------------------------------------------------------ construction, resume refusals
 def test_bad_pruning_section_fails_when_the_model_is_built_with_the_option_check_message():
-    from dupru_basicsr.models.dupru_model import DUPruModel
-    from dupru_basicsr.options import OptionError, check_pruning_options
+    from dupru_basicsr.plugin.model import DUPruModel
+    from dupru_basicsr.plugin.option_base import OptionError
+    from dupru_basicsr.plugin.pruning_options import check_pruning_options
     for change, message in (({'rate': 150}, 'pruning.rate is 150'),
                             ({'iters_per_round': 5}, 'train.total_iter is 12 but rounds (3) x iters_per_round (5)'),
                             ({'targets': ['bdy.*.weight']}, 'pruning.targets: ')):
@@ -390,7 +391,8 @@ def test_bad_pruning_section_fails_when_the_model_is_built_with_the_option_check
 
 
 def test_resume_refuses_every_changed_result_option_in_one_message(tmp_path):
-    from dupru_basicsr.options import OptionError, check_resume_options, resume_config
+    from dupru_basicsr.plugin.option_base import OptionError
+    from dupru_basicsr.plugin.pruning_options import check_resume_options, resume_config
     opt = _opt('resume')
     state = {'iter': 6, 'pruning': {'config': resume_config(opt)}}
     assert check_resume_options(opt, state) == []
@@ -425,7 +427,8 @@ def test_resume_refuses_every_changed_result_option_in_one_message(tmp_path):
 
 
 def test_old_state_without_config_is_checked_on_what_it_records(caplog):
-    from dupru_basicsr.options import OptionError, check_resume_options
+    from dupru_basicsr.plugin.option_base import OptionError
+    from dupru_basicsr.plugin.pruning_options import check_resume_options
     old = {'pruner': {'method': 'dupru', 'targets': ['body.*.weight'], 'eps': 1e-6, 'scope': 'layer'},
            'rounds': {'lengths': [E] * ROUNDS, 'rate': 30.0, 'rewind_iter': None, 'round': 1}}
     opt = _opt('old')
@@ -439,7 +442,7 @@ def test_old_state_without_config_is_checked_on_what_it_records(caplog):
 
 def test_dupru_train_refuses_a_changed_eps_before_writing_anything(tmp_path):
     """issue 17 item 5: a changed eps (or rewind) no longer resumes silently; dupru-train prints one error line."""
-    from dupru_basicsr.options import OptionError
+    from dupru_basicsr.plugin.option_base import OptionError
     opt = tiny_options('eps', 'DUPruModel', pruning={'rounds': 2, 'iters_per_round': 2, 'rate': 30}, total_iter=4,
                        val_set=None, save_freq=2)
     run_in(tmp_path, dict(opt, train=dict(opt['train'], total_iter=2), pruning=dict(opt['pruning'], rounds=1)))
@@ -462,15 +465,15 @@ def test_importing_dupru_basicsr_changes_nothing_other_models_save_or_load():
     code = '''
 import dupru_basicsr, basicsr.train, basicsr.utils.dist_util
 from basicsr.models.base_model import BaseModel
-from dupru_basicsr import compat
-from dupru_basicsr.models.dupru_model import DUPruModel
+from dupru_basicsr.plugin import shims
+from dupru_basicsr.plugin.model import DUPruModel
 for name in ('save_network', 'load_network', 'save_training_state', 'resume_training', 'model_to_device', 'save'):
     assert getattr(BaseModel, name).__module__ == 'basicsr.models.base_model', name
 assert not hasattr(BaseModel, 'training_state')
 assert basicsr.utils.dist_util._init_dist_pytorch.__module__ == 'basicsr.utils.dist_util'
-assert basicsr.train.load_resume_state is compat.load_resume_state_cpu_safe
+assert basicsr.train.load_resume_state is shims.load_resume_state_cpu_safe
 for name in ('save_network', 'load_network', 'save_training_state'):
-    assert getattr(DUPruModel, name).__module__ == 'dupru_basicsr.utils.checkpoint', name
+    assert getattr(DUPruModel, name).__module__ == 'dupru_basicsr.plugin.checkpointing', name
 print('ok')
 '''
     rc, out = _run([PY, '-c', code], REPO, [REPO])

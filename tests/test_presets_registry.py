@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import tiny_options
-from dupru_basicsr.presets import TARGET_PRESETS, preset_targets
+from dupru_basicsr.plugin.presets import TARGET_PRESETS, preset_targets
 from dupru_basicsr.pruning import num_to_remove, select_targets
 
 TINY_NETS = {
@@ -65,10 +65,10 @@ def test_tiny_network_trains_two_rounds_with_exact_sparsity(run_train, arch):
 
 
 PLUGIN = '''
-from dupru_basicsr.registry import PRUNING_REGISTRY
+from dupru_basicsr.plugin.registry import FREEZE_RULE_REGISTRY
 
 
-@PRUNING_REGISTRY.register()
+@FREEZE_RULE_REGISTRY.register()
 def freeze_nothing_but_pruned(weight, keep_mask, eps):
     """A user rule: like imp, and it counts its calls."""
     freeze_nothing_but_pruned.calls += 1
@@ -94,7 +94,7 @@ def test_user_registered_rule_trains_through_yaml(run_train, tmp_path, monkeypat
 
 
 def test_unknown_method_lists_registered_ones(run_train):
-    from dupru_basicsr.options import OptionError
+    from dupru_basicsr.plugin.option_base import OptionError
     opt = tiny_options('bad_rule', 'DUPruModel', pruning={'rounds': 2, 'iters_per_round': 3, 'method': 'dupro'},
                        total_iter=6, val_set=None)
     with pytest.raises(OptionError, match=r'pruning.method.*"dupro".*registered: dupru, (.*, )?imp, upru'):

@@ -25,7 +25,7 @@ import yaml
 
 from conftest import run_in, shared_dataset, tiny_options, write_options
 
-PAUSE_ENV = 'DUPRU_TEST_PAUSE_AT'
+LAUNCH = osp.join(osp.dirname(osp.abspath(__file__)), 'helpers', 'launch.py')
 
 
 def _snapshot(root):
@@ -43,7 +43,7 @@ def _snapshot(root):
 
 def _env(**extra):
     env = dict(os.environ, **extra)
-    for key in (PAUSE_ENV, 'DUPRU_TEST_KILL_AT', 'RANK', 'WORLD_SIZE', 'LOCAL_RANK'):
+    for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK'):
         if key not in extra:
             env.pop(key, None)
     return env
@@ -73,7 +73,7 @@ def _dupru_opt(name, rate=30, **kw):
 
 # ------------------------------------------------------------------------------------------ the lock itself
 def test_lock_refuses_a_second_holder_naming_it_and_release_removes_the_file(tmp_path):
-    from dupru_basicsr.utils.lock import FolderLock, LockError, lock_path
+    from dupru_basicsr.plugin.lock import FolderLock, LockError, lock_path
     exp = tmp_path / 'experiments' / 'run'
     first = FolderLock(exp).acquire()
     assert lock_path(exp) == str(tmp_path / 'experiments' / '.run.lock')  # beside the folder, not in it
@@ -91,10 +91,10 @@ def test_lock_refuses_a_second_holder_naming_it_and_release_removes_the_file(tmp
 def test_stale_lock_of_a_killed_holder_with_a_living_forked_child_does_not_block(tmp_path):
     """The holder forks a child (as DataLoader workers are forked) and is SIGKILLed; the child lives on, the lock
     file stays, and yet the lock is free: the child does not hold it."""
-    from dupru_basicsr.utils.lock import FolderLock, lock_path
+    from dupru_basicsr.plugin.lock import FolderLock, lock_path
     exp = tmp_path / 'experiments' / 'run'
     code = ('import os, signal, sys, time\n'
-            'from dupru_basicsr.utils.lock import FolderLock\n'
+            'from dupru_basicsr.plugin.lock import FolderLock\n'
             f'FolderLock({str(exp)!r}).acquire()\n'
             'child = os.fork()\n'
             'if child == 0:\n'
@@ -120,11 +120,11 @@ def test_stale_lock_of_a_killed_holder_with_a_living_forked_child_does_not_block
 def test_log_files_of_two_starts_in_the_same_second_do_not_overwrite(tmp_path, monkeypatch):
     import basicsr.utils
 
-    from dupru_basicsr.train import _open_log_file
+    from dupru_basicsr.plugin.loop import open_log_file
     monkeypatch.setattr(basicsr.utils, 'get_time_str', lambda: '20260101_000000')
     handlers = []
     for text in ('first', 'second', 'third'):
-        handler, path = _open_log_file(str(tmp_path), 'run')
+        handler, path = open_log_file(str(tmp_path), 'run')
         handler.stream.write(text)
         handler.close()
         handlers.append(path)
@@ -150,8 +150,8 @@ def test_second_start_beside_a_running_one_is_refused_and_resume_after_sigkill_w
     exp = tmp_path / 'experiments' / 'busy'
     out = tmp_path / 'first.out'
     with open(out, 'w') as f:  # the first run stops (sleeping, lock held) after iteration 5, with 2.state, 4.state
-        first = subprocess.Popen([sys.executable, '-m', 'dupru_basicsr.train', '-opt', yml], cwd=tmp_path,
-                                 env=_env(**{PAUSE_ENV: 'after_step:5'}), stdout=f, stderr=subprocess.STDOUT)
+        first = subprocess.Popen([sys.executable, LAUNCH, '--pause-at', 'after_step:5', '--', '-opt', yml],
+                                 cwd=tmp_path, env=_env(), stdout=f, stderr=subprocess.STDOUT)
     try:
         _wait_for(out, 'paused at after_step:5', first)
         before = _snapshot(tmp_path / 'experiments')
@@ -205,7 +205,7 @@ def test_refused_resume_with_a_changed_rate_leaves_the_folder_byte_identical(wor
 
 
 def test_unusable_pretrained_weights_are_refused_before_anything_is_written(workdir):
-    from dupru_basicsr.options import OptionError
+    from dupru_basicsr.plugin.option_base import OptionError
     tmp_path, opt, before = workdir
     corrupt = tmp_path / 'corrupt.pth'
     corrupt.write_bytes(b'not a checkpoint')
@@ -225,7 +225,7 @@ def test_unusable_pretrained_weights_are_refused_before_anything_is_written(work
 
 
 def test_compare_reads_method_and_rate_from_the_saved_state_then_the_ticket(workdir):
-    from dupru_basicsr.compare import find_option_file, load_model_entry
+    from dupru_basicsr.report.runs import find_option_file, load_model_entry
     tmp_path, opt, _ = workdir
     exp = str(tmp_path / 'experiments' / 'prev')
     copy = find_option_file(exp)
@@ -372,7 +372,7 @@ def test_compare_demo_study_out_pointing_at_a_file(tmp_path, monkeypatch, capsys
 
 def test_ddp_start_on_a_locked_folder_stops_every_rank_with_the_message(tmp_path):
     """Only rank 0 takes the lock; it tells rank 1, so both ranks stop with the message instead of rank 1 waiting."""
-    from dupru_basicsr.utils.lock import FolderLock
+    from dupru_basicsr.plugin.lock import FolderLock
     yml = write_options(_dupru_opt('ddpbusy', val_set=None), tmp_path)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(('127.0.0.1', 0))

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from dupru_basicsr.options import PruningConfig, check_pruning_options
+from dupru_basicsr.plugin.pruning_options import PruningConfig, check_pruning_options
 
 TRAIN = sorted(glob.glob(osp.join(REPO, 'options', 'train', '**', '*.yml'), recursive=True))
 TEST = sorted(glob.glob(osp.join(REPO, 'options', 'test', '**', '*.yml'), recursive=True))

@@ -2,6 +2,8 @@
 import torch
 from collections import OrderedDict
 
+from dupru_basicsr.weights.io import atomic_save, load_checkpoint
+
 
 class Mask:
     """An ordered dict name -> bool tensor (True = kept), with sparsity statistics and save/load.
@@ -35,9 +37,6 @@ class Mask:
     def items(self):
         return self._masks.items()
 
-    def names(self):
-        return list(self._masks)
-
     def num_kept(self):
         """Surviving entries in all masks (an int)."""
         if self._num_kept is None:
@@ -68,19 +67,15 @@ class Mask:
         self._num_kept = None
         self.version += 1
 
-    def to(self, device):
-        return Mask(OrderedDict((n, m.to(device)) for n, m in self._masks.items()))
-
     def equal(self, other):
         return list(self) == list(other) and all(torch.equal(self[n], other[n].to(self[n].device)) for n in self)
 
     def save(self, path):
-        from dupru_basicsr.utils.checkpoint import atomic_save
         atomic_save({'keep_masks': self.state_dict()}, path)
 
     @classmethod
     def load(cls, path):
-        data = torch.load(path, map_location='cpu', weights_only=True)
+        data = load_checkpoint(path)
         if not isinstance(data, dict) or 'keep_masks' not in data:
             raise ValueError(f'{path} is not a mask file (no "keep_masks" entry).')
         return cls(data['keep_masks'])

@@ -4,8 +4,8 @@ from collections import OrderedDict
 
 from dupru_basicsr.pruning.freeze import FREEZE_RULES
 from dupru_basicsr.pruning.mask import Mask
-from dupru_basicsr.pruning.strategy import STRATEGIES
-from dupru_basicsr.pruning.targets import select_targets
+from dupru_basicsr.pruning.scopes import SCOPES
+from dupru_basicsr.pruning.targets import DEFAULT_TARGETS, select_targets
 
 REWIND_MODES = ('init', 'iter', 'none', 'lr', 'reinit')
 
@@ -24,12 +24,12 @@ class Pruner:
       targets' `.grad` are views of the pruner's flat gradient buffer (the masked gradients).
     """
 
-    def __init__(self, model, targets=('body.*.weight', ), method='dupru', eps=1e-6, scope='layer', lookup=None):
+    def __init__(self, model, targets=DEFAULT_TARGETS, method='dupru', eps=1e-6, scope='layer', lookup=None):
         # method / scope: a name, or a callable (a custom freeze rule `(weight, keep_mask, eps) -> bool tensor`, or a
-        # threshold strategy `(weights, mask, rate=None, sparsity=None) -> (Mask, thresholds)`). Names resolve with
-        # `lookup(name, kind)` (kind 'freeze' or 'scope'; e.g. dupru_basicsr.registry.lookup), else the built-ins.
+        # threshold scope `(weights, mask, rate=None, sparsity=None) -> (Mask, thresholds)`). Names resolve with
+        # `lookup(name, kind)` (kind 'freeze' or 'scope'; e.g. plugin.registry.lookup), else the built-ins.
         self.freeze_rule = self._resolve(method, FREEZE_RULES, 'freeze', lookup)
-        self.strategy = self._resolve(scope, STRATEGIES, 'scope', lookup)
+        self.threshold_scope = self._resolve(scope, SCOPES, 'scope', lookup)
         self.model = model
         self.targets = list(targets)
         self.params = select_targets(model, self.targets)
@@ -60,7 +60,7 @@ class Pruner:
         """Remove `rate` % of the surviving target weights (smallest |W|), or as many as bring the pruned fraction
         (per tensor, or over all targets with global scope) to `sparsity`. Returns the thresholds used."""
         with torch.no_grad():
-            self.mask, self.last_thresholds = self.strategy(self.params, self.mask, rate, sparsity)
+            self.mask, self.last_thresholds = self.threshold_scope(self.params, self.mask, rate, sparsity)
             self.apply_mask()
         return self.last_thresholds
 

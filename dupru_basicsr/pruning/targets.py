@@ -2,6 +2,9 @@
 import fnmatch
 from collections import OrderedDict
 
+# The paper's targets (MSRResNet's "Basic Block part"): what `Pruner` prunes by default, and the MSRResNet preset.
+DEFAULT_TARGETS = ('body.*.weight', )
+
 
 def select_targets(module, patterns):
     """Ordered {name: parameter} of `module`'s parameters whose names match any of `patterns`.

@@ -111,7 +111,7 @@ def _weights_arch(state_dict, path, scale):
 
 def _method_from_option(opt):
     """'stock' for SRModel, the pruning method for DUPruModel (or any run with a pruning: section)."""
-    from dupru_basicsr.options import PruningConfig
+    from dupru_basicsr.plugin.pruning_options import PruningConfig
     model_type = opt.get('model_type', 'SRModel')
     if isinstance(opt.get('pruning'), dict) or model_type == 'DUPruModel':
         pruning = opt.get('pruning') or {}
@@ -129,13 +129,14 @@ def saved_pruning_settings(exp_dir):
     pruning state in the newest readable `training_states/<iter>.state` (method and rate) and, failing that, the
     newest ticket `models/net_g_round<r>_best.pth` (method; rate when it records one) are what the run used.
     """
-    from dupru_basicsr.compat import load_training_state
+    from dupru_basicsr.plugin.resume import load_training_state
     states = [(int(m.group(1)), p) for p in glob.glob(osp.join(glob.escape(exp_dir), 'training_states', '*.state'))
               if (m := re.match(r'^(\d+)\.state$', osp.basename(p)))]
     for _, path in sorted(states, reverse=True):
         try:
             pruning = load_training_state(path).get('pruning')
-            return str(pruning['pruner']['method']), float(pruning['rounds']['rate']), path
+            rate = (pruning.get('config') or {}).get('rate', pruning['rounds'].get('rate'))  # older states: rounds
+            return str(pruning['pruner']['method']), float(rate), path
         except Exception:  # noqa: BLE001 - unreadable, or not a pruned run's state: try the next source
             continue
     for path in reversed(find_tickets(exp_dir)):

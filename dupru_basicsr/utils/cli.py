@@ -5,12 +5,13 @@ import os
 import os.path as osp
 import sys
 
+from dupru_basicsr.plugin.lock import LockError
+from dupru_basicsr.plugin.option_base import OptionError
+from dupru_basicsr.plugin.resume import ResumeError
+
 
 def user_error_types():
     """The exceptions that mean "the input is wrong" in every command (each command adds its own)."""
-    from dupru_basicsr.options import OptionError
-    from dupru_basicsr.utils.checkpoint import ResumeError
-    from dupru_basicsr.utils.lock import LockError
     return OptionError, ResumeError, LockError
 
 
@@ -26,7 +27,6 @@ def run_command(prog, body, errors=()):
 
 
 def _required_mapping(opt, key, path, what):
-    from dupru_basicsr.options import OptionError
     if not isinstance(opt.get(key), dict):
         raise OptionError(f'{path}: {key} is {"missing" if key not in opt else repr(opt[key])}; it must be a mapping '
                           f'({what}).')
@@ -41,7 +41,6 @@ def check_option_file(path):
     """
     import yaml
 
-    from dupru_basicsr.options import OptionError
     if not osp.isfile(path):
         what = 'is a folder' if osp.isdir(path) else 'does not exist'
         raise OptionError(f'-opt {path} {what}; give the path of a BasicSR option YAML file (e.g. '
@@ -78,7 +77,6 @@ def check_option_file(path):
 def check_basicsr_command_line(argv):
     """Check the parts of a BasicSR command line (`-opt`, `--launcher`, `--force_yml`) that BasicSR would turn into a
     traceback. Usage errors (missing -opt, unknown flags) are left to BasicSR's own argparse parser."""
-    from dupru_basicsr.options import OptionError
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument('-opt')
     parser.add_argument('--launcher', default='none')

@@ -1,24 +1,12 @@
-"""Checkpoint files on disk: atomic writes, and the one CRC-checked, `weights_only` load used everywhere.
-
-Test-only crash hook: `kill_point(where, what)` sends SIGKILL to this process when the environment variable
-`DUPRU_TEST_KILL_AT` equals `<where>:<what>` (e.g. `save:8.state`); it does nothing otherwise.
-"""
+"""Checkpoint files on disk: atomic writes, and the one CRC-checked, `weights_only` load used everywhere."""
 import glob
 import os
 import os.path as osp
-import signal
 import tempfile
 import torch
 import zipfile
 
-KILL_ENV = 'DUPRU_TEST_KILL_AT'
-
-
-def kill_point(where, what):
-    """Test-only: SIGKILL this process if `DUPRU_TEST_KILL_AT` is `<where>:<what>`; inert when it is unset."""
-    spec = os.environ.get(KILL_ENV)
-    if spec and spec == f'{where}:{what}':
-        os.kill(os.getpid(), signal.SIGKILL)
+from dupru_basicsr.hooks import hooks
 
 
 def atomic_save(obj, path):
@@ -35,7 +23,7 @@ def atomic_save(obj, path):
         with os.fdopen(fd, 'wb') as f:
             torch.save(obj, f)
             f.flush()
-            kill_point('save', osp.basename(path))  # test hook: killed with the data written but not renamed
+            hooks('before_rename', path=path)  # tests kill here: the data written but not renamed
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -15,18 +15,20 @@ What importing `dupru_basicsr` does (only fixes of what crashes; other BasicSR m
 
 What `dupru-train` (and `dupru-test`) add on top, for their own process only (`patch_basicsr()`):
 
-4. its `load_resume_state` below: `--auto_resume` takes the newest *usable* training state;
+4. its `load_resume_state` (`plugin.resume`): `--auto_resume` takes the newest *usable* training state;
 5. `--launcher pytorch` calls `torch.cuda.set_device` and BaseModel wraps DDP with a CUDA device id; without CUDA
    we use the gloo backend and a CPU DistributedDataParallel instead;
 6. BaseModel writes checkpoints and training states with a plain `torch.save` (a kill mid-write leaves a truncated
    file that `--auto_resume` then picks): every model of the run writes them atomically (temp file, fsync, rename)
    instead, and loads networks with `weights_only=True`. DUPruModel does so itself under any loop
-   (`utils.checkpoint.AtomicCheckpointMixin`).
+   (`plugin.checkpointing.AtomicCheckpointMixin`).
 """
 import collections
 import importlib
 import sys
 import torch
+
+from dupru_basicsr.weights.io import load_checkpoint
 
 _APPLIED = False
 _CPU_RUN = False  # set by the training entry point when the option file asks for num_gpu: 0
@@ -62,73 +64,6 @@ def allow_training_state_globals():
         add_safe_globals([collections.Counter])
 
 
-def resume_map_location(num_gpu):
-    """Where to put tensors of a resume state: the current CUDA device when the run uses GPUs, else the CPU."""
-    if num_gpu and torch.cuda.is_available():
-        device_id = torch.cuda.current_device()
-        return lambda storage, loc: storage.cuda(device_id)
-    return 'cpu'
-
-
-def load_training_state(path, num_gpu=0):
-    """Load a BasicSR training state (`*.state`) safely (CRC check, `weights_only=True`) onto the right device."""
-    from dupru_basicsr.utils.checkpoint import load_checkpoint
-    return load_checkpoint(path, resume_map_location(num_gpu))
-
-
-def _dist_world():
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def load_resume_state(opt):
-    """CPU-safe replacement of `basicsr.train.load_resume_state`.
-
-    `--auto_resume` takes the newest *usable* training state (see `utils.checkpoint.find_resume_state`); in a
-    distributed run rank 0 chooses it and broadcasts its path, so that every rank resumes from the same iteration.
-    An explicit `path.resume_state` that cannot be read (or whose net_g_<iter>.pth cannot) fails with a message
-    naming the file.
-    """
-    from basicsr.utils import check_resume
-
-    from dupru_basicsr.utils.checkpoint import ResumeError, check_resume_pair, find_resume_state
-    num_gpu = opt.get('num_gpu', 0)
-    resume_state = None
-    if opt['auto_resume']:
-        rank, world_size = _dist_world()
-        path, error = None, None
-        if rank == 0:
-            try:
-                path, resume_state = find_resume_state(opt)
-            except ResumeError as e:
-                error = str(e)
-        if world_size > 1:
-            import torch.distributed as dist
-            shared = [path, error]
-            dist.broadcast_object_list(shared, src=0)
-            path, error = shared
-            if rank != 0 and path is not None:
-                resume_state = load_training_state(path, num_gpu)
-        if error is not None:
-            raise ResumeError(error)
-        if path is not None:
-            opt['path']['resume_state'] = path
-    elif opt['path'].get('resume_state'):
-        path = opt['path']['resume_state']
-        try:
-            resume_state = load_training_state(path, num_gpu)
-            if opt['path'].get('models'):
-                check_resume_pair(path, resume_state, opt['path']['models'])
-        except Exception as e:  # noqa: BLE001 - name the file whatever went wrong
-            raise ResumeError(f'path.resume_state: {path} cannot be used ({type(e).__name__}: {e}). Point it at '
-                              'another training state, or use --auto_resume to take the newest usable one.') from e
-    if resume_state is not None:
-        check_resume(opt, resume_state['iter'])
-    return resume_state
-
-
 def load_resume_state_cpu_safe(opt):
     """BasicSR 1.4.2's `basicsr.train.load_resume_state`, except that without CUDA the state is mapped onto the CPU
     (BasicSR's calls `torch.cuda.current_device()`, which raises there). With CUDA it is BasicSR's own function."""
@@ -150,7 +85,7 @@ def load_resume_state_cpu_safe(opt):
         resume_state_path = opt['path']['resume_state']
     if resume_state_path is None:
         return None
-    resume_state = torch.load(resume_state_path, map_location='cpu')
+    resume_state = load_checkpoint(resume_state_path)
     check_resume(opt, resume_state['iter'])
     return resume_state
 
@@ -184,14 +119,16 @@ def patch_basicsr():
     import basicsr.train
     import basicsr.utils.dist_util
     from basicsr.models.base_model import BaseModel
+
+    from dupru_basicsr.plugin import checkpointing
+    from dupru_basicsr.plugin.resume import load_resume_state
     basicsr.train.load_resume_state = load_resume_state
     basicsr.utils.dist_util._init_dist_pytorch = _init_dist_pytorch_cpu_aware
     BaseModel.model_to_device = _model_to_device_cpu_aware
-    from dupru_basicsr.utils import checkpoint
-    BaseModel.save_network = checkpoint.save_network
-    BaseModel.load_network = checkpoint.load_network
-    BaseModel.training_state = checkpoint.training_state
-    BaseModel.save_training_state = checkpoint.save_training_state
+    BaseModel.save_network = checkpointing.save_network
+    BaseModel.load_network = checkpointing.load_network
+    BaseModel.training_state = checkpointing.training_state
+    BaseModel.save_training_state = checkpointing.save_training_state
 
 
 def apply():

@@ -1,4 +1,4 @@
-"""Pruning strategies: which surviving weights to remove at a round boundary (paper eq. 1-2).
+"""Threshold scopes (the `pruning.scope` option): which surviving weights to remove at a round boundary (paper eq. 1-2).
 
 Each round removes exactly round(p % of the survivors) with the smallest |W| (or, for gradual pruning, exactly as
 many as bring the pruned fraction to a target sparsity), either per tensor (`layer`, the paper's λ per layer) or
@@ -73,4 +73,4 @@ def prune_global(weights, mask, rate=None, sparsity=None):
     return Mask(new), {'global': None if thr is None else float(thr)}
 
 
-STRATEGIES = {'layer': prune_layerwise, 'global': prune_global}
+SCOPES = {'layer': prune_layerwise, 'global': prune_global}

@@ -1,24 +1,23 @@
-"""RoundSchedule: which round an iteration belongs to, and what happens at its boundaries.
+"""Pruning schedules (the `pruning.schedule` / `pruning.rounds` options): when masks change.
 
-Iterations are 1-based as in BasicSR. Round r (0-based) covers iterations start(r)+1 .. start(r)+length(r). Round 0
-trains the dense network; every later round begins with a prune of `rate` % of the survivors, so after round r the
-kept fraction of the targets is (1 - rate/100)^r (paper: T rounds = T-1 prunes).
+- `RoundSchedule`: iterative pruning in rounds. Iterations are 1-based as in BasicSR. Round r (0-based) covers
+  iterations start(r)+1 .. start(r)+length(r). Round 0 trains the dense network; every later round begins with one
+  prune (paper: T rounds = T-1 prunes). How much each prune removes (`pruning.rate`) is the caller's: the schedule
+  says only when.
+- `GradualSchedule`: gradual magnitude pruning within one run (`schedule: gradual`).
 """
 
 
 class RoundSchedule:
 
-    def __init__(self, lengths, rate, rewind_iter=None):
+    def __init__(self, lengths, rewind_iter=None):
         lengths = [int(n) for n in lengths]
         if not lengths or min(lengths) < 1:
             raise ValueError(f'Round lengths must be positive integers, got {lengths}.')
-        if not 0 < float(rate) < 100:
-            raise ValueError(f'Pruning rate must be in (0, 100) percent, got {rate}.')
         if rewind_iter is not None and not 0 <= rewind_iter < lengths[0]:
             raise ValueError(f'Late-rewinding iteration {rewind_iter} is not inside the first round '
                              f'(0..{lengths[0] - 1}).')
         self.lengths = lengths
-        self.rate = float(rate)
         self.rewind_iter = rewind_iter
         self.starts = [sum(lengths[:r]) for r in range(len(lengths))]
         self.round = 0  # index of the round whose masks are in place (= number of prunes done)
@@ -26,10 +25,6 @@ class RoundSchedule:
     @property
     def num_rounds(self):
         return len(self.lengths)
-
-    @property
-    def total_iters(self):
-        return sum(self.lengths)
 
     def round_of(self, it):
         """0-based round of the 1-based iteration `it` (iterations past the end belong to the last round)."""
@@ -54,16 +49,15 @@ class RoundSchedule:
         """True at the iteration after which late rewinding (`iter_<k>`) snapshots the weights (k=0: before it=1)."""
         return self.rewind_iter is not None and it == self.rewind_iter
 
-    def kept_fraction(self, r=None):
-        return (1 - self.rate / 100.0)**(self.round if r is None else r)
-
     def state_dict(self):
-        return {'lengths': list(self.lengths), 'rate': self.rate, 'rewind_iter': self.rewind_iter, 'round': self.round}
+        return {'lengths': list(self.lengths), 'rewind_iter': self.rewind_iter, 'round': self.round}
 
     def load_state_dict(self, state):
-        if list(state['lengths']) != self.lengths or float(state['rate']) != self.rate:
-            raise ValueError(f'Saved pruning schedule (rounds {state["lengths"]}, rate {state["rate"]}) differs from '
-                             f'this run (rounds {self.lengths}, rate {self.rate}); resume with the same options.')
+        # (training states written before the rate moved out of the schedule also hold `rate`: the resume check of
+        # the options compares it, dupru_basicsr.plugin.pruning_options.check_resume_options)
+        if list(state['lengths']) != self.lengths:
+            raise ValueError(f'Saved pruning schedule (rounds {state["lengths"]}) differs from this run (rounds '
+                             f'{self.lengths}); resume with the same options.')
         self.round = int(state['round'])
 
 

@@ -4,8 +4,10 @@ The heavy inner layers of each network: its residual body (and the convolution a
 convolution, the upsampler or the last convolution — they are small, and pruning them costs the most quality. Biases,
 normalisation layers, channel attention and position-bias tables are left dense.
 """
+from dupru_basicsr.pruning.targets import DEFAULT_TARGETS
+
 TARGET_PRESETS = {
-    'MSRResNet': ['body.*.weight'],  # the paper's "Basic Block part": 32 of the 37 convolutions (77.7 % of weights)
+    'MSRResNet': list(DEFAULT_TARGETS),  # the paper's "Basic Block part": 32 of the 37 convolutions (77.7 % of weights)
     'EDSR': ['body.*.weight', 'conv_after_body.weight'],
     'RCAN': ['body.*.rcab.0.weight', 'body.*.rcab.2.weight', 'body.*.conv.weight', 'conv_after_body.weight'],
     'RRDBNet': ['body.*.weight', 'conv_body.weight'],
@@ -21,4 +23,4 @@ def preset_targets(network_type):
     except KeyError:
         raise KeyError(f'No pruning target preset for network type "{network_type}" (presets: '
                        f'{", ".join(TARGET_PRESETS)}); set pruning.targets to parameter name patterns, e.g. '
-                       "['body.*.weight'].") from None
+                       f'{list(DEFAULT_TARGETS)}.') from None

@@ -1,6 +1,6 @@
 """DUPruModel: BasicSR's SRModel trained with DUPru / UPru / IMP rounds (a thin adapter over dupru_basicsr.pruning).
 
-Set `model_type: DUPruModel` and add a `pruning:` section (see `dupru_basicsr.options.PruningConfig`). Everything
+Set `model_type: DUPruModel` and add a `pruning:` section (see `plugin.pruning_options.PruningConfig`). Everything
 else (datasets, losses, EMA, validation, loggers, DDP, resume) is BasicSR's.
 
 Round boundaries happen in `update_learning_rate`, which BasicSR calls first in every iteration: at the first
@@ -11,7 +11,7 @@ The model needs no help from its training loop (it works under BasicSR's own `tr
 `basicsr/train.py` and `dupru-train` alike): the `pruning:` section is checked when the model is built; the last
 step of every round writes `models/net_g_round{r}_last.pth` (that round's end weights and masks); checkpoints and
 `training_states/<iter>.state` (which holds the pruning state) are written atomically; `resume_training` restores
-the pruning state and refuses a changed pruning setting (`dupru_basicsr.options.check_resume_options`).
+the pruning state and refuses a changed pruning setting (`plugin.pruning_options.check_resume_options`).
 """
 import os.path as osp
 import torch
@@ -23,15 +23,19 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import get_dist_info
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from dupru_basicsr import registry
-from dupru_basicsr.options import PruningConfig, check_pruning_options, check_resume_options, resume_config
+from dupru_basicsr.plugin.checkpointing import AtomicCheckpointMixin
+from dupru_basicsr.plugin.pruning_options import (PruningConfig, check_pruning_options, check_resume_options,
+                                                  resume_config)
+from dupru_basicsr.plugin.registry import lookup
 from dupru_basicsr.pruning import GradualSchedule, Pruner, RoundSchedule
-from dupru_basicsr.utils.checkpoint import AtomicCheckpointMixin, atomic_save
+from dupru_basicsr.weights.io import atomic_save
 
 
 @MODEL_REGISTRY.register()
 class DUPruModel(AtomicCheckpointMixin, SRModel):
     """SRModel with iterative magnitude pruning rounds, EPS-freezing and per-round tickets."""
+
+    reads_pruning_section = True  # the option checks look for this (plugin.option_base.is_pruning_model)
 
     def __init__(self, opt):
         # Check the pruning: section (and that train.total_iter and network_g fit it) before anything is built, so
@@ -45,8 +49,8 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
         self._scheduler_opt = deepcopy(self.opt['train']['scheduler'])
         cfg = self.prune_cfg = self.prune_cfg or PruningConfig.from_opt(self.opt.get('pruning'))
         self.pruner = Pruner(self.get_bare_model(self.net_g), cfg.resolve_targets(self.opt['network_g']['type']),
-                             cfg.method, cfg.eps, cfg.scope, lookup=registry.lookup)
-        self.rounds = RoundSchedule(cfg.round_lengths, cfg.rate, cfg.rewind_iter)
+                             cfg.method, cfg.eps, cfg.scope, lookup=lookup)
+        self.rounds = RoundSchedule(cfg.round_lengths, cfg.rewind_iter)
         # gradual pruning (Zhu & Gupta): one round, masks tighten in place on a cubic sparsity ramp
         self.gradual = GradualSchedule(**cfg.gradual) if cfg.gradual else None
         if cfg.rewind_iter in (None, 0):
@@ -107,7 +111,7 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
         rewind = 'iter' if self.prune_cfg.rewind_iter is not None else self.prune_cfg.rewind
         last_lr = self.get_current_learning_rate()
         while self.rounds.round < round_idx:
-            thresholds = self.pruner.prune(self.rounds.rate)
+            thresholds = self.pruner.prune(self.prune_cfg.rate)
             self.rounds.round += 1
         fresh = self._fresh_state(round_idx) if rewind == 'reinit' else None
         self.pruner.rewind(rewind, fresh)
@@ -118,7 +122,7 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
             self.model_ema(0)  # EMA restarts from the rewound (masked) weights
         stats = self.pruner.stats()
         thr = ', '.join(f'{v:.3e}' for v in thresholds.values() if v is not None)
-        logger.info(f'Round {round_idx + 1}/{self.rounds.num_rounds} starts: pruned {self.rounds.rate:g}% of the '
+        logger.info(f'Round {round_idx + 1}/{self.rounds.num_rounds} starts: pruned {self.prune_cfg.rate:g}% of the '
                     f'survivors, rewind {self.prune_cfg.rewind}; target weights kept {stats["kept"]:,d}/'
                     f'{stats["target_numel"]:,d} ({100 * (1 - stats["target_sparsity"]):.2f}%), model sparsity '
                     f'{100 * stats["model_sparsity"]:.2f}%; thresholds: {thr}')
@@ -228,7 +232,9 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
         state = super().training_state(epoch, current_iter)
         state['pruning'] = {
             'pruner': self.pruner.state_dict(),
-            'rounds': self.rounds.state_dict(),
+            # `rate` beside the schedule (which does not own it) only for readers of the file: the report reads
+            # rounds.rate (older states have nothing else); `config` is the record the resume check uses
+            'rounds': dict(self.rounds.state_dict(), rate=float(self.prune_cfg.rate)),
             'round_best': {int(k): dict(v) for k, v in self.round_best.items()},
             'finetune_lr': self.finetune_lr,
             'config': resume_config(self.opt, self.prune_cfg),  # checked on resume (check_resume_options)
@@ -236,7 +242,8 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
         return state
 
     def resume_training(self, resume_state):
-        check_resume_options(self.opt, resume_state)  # any loop: refuses a changed pruning setting, lists them all
+        # any loop: refuses a changed pruning setting, lists them all
+        check_resume_options(self.opt, resume_state, self.prune_cfg)
         pruning = resume_state['pruning']
         self.rounds.load_state_dict(pruning['rounds'])
         self.pruner.load_state_dict(pruning['pruner'])

@@ -1,0 +1,351 @@
+"""The `pruning:` section: `PruningConfig` parses and checks it once (the one owner of every pruning setting: the
+model, the schedules and the `Pruner` take their values from it), `check_pruning_options` checks it against the rest
+of the options, and `check_resume_options` refuses a resume whose pruning settings changed.
+"""
+import re
+import warnings
+from dataclasses import dataclass, fields
+from typing import List, Optional
+
+from dupru_basicsr.plugin.option_base import OptionError, OptionWarning, as_int, build_network, did_you_mean, \
+    is_pruning_model
+from dupru_basicsr.plugin.presets import preset_targets
+from dupru_basicsr.plugin.registry import lookup
+from dupru_basicsr.pruning.targets import DEFAULT_TARGETS, select_targets
+
+_REWIND_RE = re.compile(r'^(init|none|lr|reinit|iter_(\d+))$')
+GRADUAL = 'gradual'
+GRADUAL_KEYS = ('start_iter', 'end_iter', 'final_sparsity', 'frequency')
+
+
+@dataclass
+class PruningConfig:
+    """The `pruning:` section of a BasicSR option file (defaults reproduce the paper's DUPru)."""
+    method: str = 'dupru'  # dupru (|W| < eps frozen) | upru (W < eps frozen, reference code) | imp (pruned only)
+    targets: Optional[List[str]] = None  # parameter name patterns; default: the preset of network_g.type
+    rate: float = 10.0  # percent of the surviving target weights removed at each round boundary
+    rounds: int = 25  # T; round 1 trains the dense network, each later round starts with one prune
+    iters_per_round: Optional[int] = 40000  # E
+    # explicit iterations per round (instead of rounds x iters_per_round), or `gradual`: gradual magnitude pruning
+    # (Zhu & Gupta) in one round of iters_per_round iterations, set by start_iter, end_iter, final_sparsity, frequency
+    schedule: Optional[object] = None
+    eps: float = 1e-6
+    scope: str = 'layer'  # layer: one threshold per tensor (paper) | global: one over all targets
+    rewind: str = 'init'  # init | iter_<k> | none | lr (learning-rate rewinding) | reinit (same masks, fresh init)
+    start_iter: Optional[int] = None  # schedule: gradual only
+    end_iter: Optional[int] = None
+    final_sparsity: Optional[float] = None
+    frequency: Optional[int] = None
+    plugins: Optional[List[str]] = None  # modules to import first (they register rules in plugin.registry)
+
+    def resolve_targets(self, network_type):
+        """The target patterns: `targets`, or the preset of `network_type` (plugin.presets)."""
+        if self.targets is not None:
+            return list(self.targets)
+        try:
+            return preset_targets(network_type)
+        except KeyError as e:
+            raise OptionError(f'pruning.targets: {e.args[0]}') from None
+
+    @property
+    def round_lengths(self):
+        if self.schedule and self.schedule != GRADUAL:
+            return list(self.schedule)
+        return [self.iters_per_round] * self.rounds
+
+    @property
+    def gradual(self):
+        """{start_iter, end_iter, final_sparsity, frequency} with `schedule: gradual`, else None."""
+        return {k: getattr(self, k) for k in GRADUAL_KEYS} if self.schedule == GRADUAL else None
+
+    @property
+    def rewind_iter(self):
+        """k of `rewind: iter_<k>`, else None."""
+        m = _REWIND_RE.match(self.rewind)
+        return int(m.group(2)) if m and m.group(2) is not None else None
+
+    @classmethod
+    def from_opt(cls, section, key='pruning'):
+        """Parse and validate a `pruning:` dict; `key` is the option path used in messages."""
+        if section is not None and not isinstance(section, dict):
+            raise OptionError(f'{key} is {section!r}; it must be a mapping of pruning options (method, rate, rounds, '
+                              'iters_per_round, ...).')
+        section = dict(section or {})
+        known = [f.name for f in fields(cls)]
+        for name in section:
+            if name not in known:
+                hint = did_you_mean(name, known) or f' Known keys: {", ".join(known)}.'
+                raise OptionError(f'Unknown option {key}.{name}.{hint}')
+        if section.get('schedule') == GRADUAL:
+            section.setdefault('rounds', 1)
+        elif section.get('schedule') is not None:
+            if 'iters_per_round' not in section:
+                section['iters_per_round'] = None
+            rounds = section.pop('rounds', None)
+            if rounds is not None and isinstance(section['schedule'], (list, tuple)) and \
+                    rounds != len(section['schedule']):
+                raise OptionError(f'{key}.rounds is {rounds} but {key}.schedule lists {len(section["schedule"])} '
+                                  'rounds; remove rounds (the schedule sets it) or make them agree.')
+        cfg = cls(**section)
+        cfg._validate(key)
+        return cfg
+
+    def _validate(self, key):
+        self._import_plugins(key)
+        for name, kind in (('method', 'freeze'), ('scope', 'scope')):
+            try:
+                lookup(getattr(self, name), kind)
+            except KeyError as e:
+                raise OptionError(f'{key}.{name}: {e.args[0]}') from None
+        if isinstance(self.targets, str):
+            self.targets = [self.targets]
+        if self.targets is not None and (not self.targets
+                                         or not all(isinstance(t, str) and t for t in self.targets)):
+            raise OptionError(f'{key}.targets must be a non-empty list of parameter name patterns, '
+                              f'e.g. {list(DEFAULT_TARGETS)}.')
+        if isinstance(self.rate, bool) or not isinstance(self.rate, (int, float)) or not 0 < self.rate < 100:
+            raise OptionError(f'{key}.rate is {self.rate!r}; it is the percent of surviving weights removed per '
+                              'round and must lie strictly between 0 and 100 (the paper uses 10).')
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or self.eps < 0:
+            raise OptionError(f'{key}.eps is {self.eps!r}; it must be a number >= 0 (the paper uses 1.0e-6).')
+        if self.schedule == GRADUAL:
+            self._validate_gradual(key)
+        elif self.schedule is not None:
+            if (not isinstance(self.schedule, (list, tuple)) or not self.schedule
+                    or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in self.schedule)):
+                raise OptionError(f'{key}.schedule is {self.schedule!r}; give a non-empty list of positive iteration '
+                                  'counts, one per round (e.g. [1000, 1000, 1000]), or gradual.')
+            if self.iters_per_round is not None:
+                raise OptionError(f'{key}: give either schedule or iters_per_round, not both.')
+            self.rounds = len(self.schedule)
+        else:
+            if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
+                raise OptionError(f'{key}.rounds is {self.rounds!r}; it must be an integer >= 1.')
+            n = self.iters_per_round
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise OptionError(f'{key}.iters_per_round is {n!r}; it must be an integer >= 1 '
+                                  f'(or give {key}.schedule: [iterations of round 1, round 2, ...]).')
+        if self.schedule != GRADUAL:
+            extra = [k for k in GRADUAL_KEYS if getattr(self, k) is not None]
+            if extra:
+                raise OptionError(f'{key}.{extra[0]} is only used with {key}.schedule: gradual; remove it or set the '
+                                  'schedule.')
+        m = _REWIND_RE.match(str(self.rewind))
+        if not m:
+            raise OptionError(f'{key}.rewind is "{self.rewind}"; use init, iter_<k> (e.g. iter_500), none, lr or '
+                              'reinit.')
+        k = self.rewind_iter
+        if k is not None and k >= self.round_lengths[0]:
+            raise OptionError(f'{key}.rewind is {self.rewind}, but the first round has only '
+                              f'{self.round_lengths[0]} iterations; use k < {self.round_lengths[0]}.')
+
+    def _import_plugins(self, key):
+        if self.plugins is None:
+            return
+        if isinstance(self.plugins, str):
+            self.plugins = [self.plugins]
+        import importlib
+        for module in self.plugins:
+            try:
+                importlib.import_module(module)
+            except ImportError as e:
+                raise OptionError(f'{key}.plugins: cannot import "{module}" ({e}); make it importable (installed, or '
+                                  'on PYTHONPATH / in the current directory).') from None
+
+    def _validate_gradual(self, key):
+        if self.rounds != 1:
+            raise OptionError(f'{key}.rounds is {self.rounds!r}, but schedule: gradual prunes within one round; '
+                              'remove rounds or set it to 1.')
+        n = self.iters_per_round
+        if as_int(n) is None or n < 1:
+            raise OptionError(f'{key}.iters_per_round is {n!r}; with schedule: gradual it is the length of the run '
+                              '(train.total_iter).')
+        missing = [k for k in GRADUAL_KEYS if getattr(self, k) is None]
+        if missing:
+            raise OptionError(f'{key}.schedule is gradual but {", ".join(f"{key}.{m}" for m in missing)} '
+                              f'{"is" if len(missing) == 1 else "are"} not set; give start_iter, end_iter, '
+                              'final_sparsity (a fraction in (0, 1)) and frequency.')
+        start, end, freq = (as_int(self.start_iter), as_int(self.end_iter), as_int(self.frequency))
+        if start is None or end is None or not 0 <= start < end <= n:
+            raise OptionError(f'{key}.start_iter ({self.start_iter!r}) and {key}.end_iter ({self.end_iter!r}) must '
+                              f'be integers with 0 <= start_iter < end_iter <= iters_per_round ({n}).')
+        if isinstance(self.final_sparsity, bool) or not isinstance(self.final_sparsity, (int, float)) or \
+                not 0 < self.final_sparsity < 1:
+            raise OptionError(f'{key}.final_sparsity is {self.final_sparsity!r}; it is the pruned fraction of the '
+                              'targets at end_iter and must lie strictly between 0 and 1 (e.g. 0.8).')
+        if freq is None or freq < 1:
+            raise OptionError(f'{key}.frequency is {self.frequency!r}; prune every `frequency` iterations, an '
+                              'integer >= 1.')
+
+
+EPS_WARN_FRACTION = 0.01  # warn when pruning.eps exceeds this fraction of the median initial |W| of the targets
+
+
+def _is_normalisation(module):
+    import torch.nn as nn
+    return isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm))
+
+
+def _list_names(names, limit=4):
+    return ', '.join(names[:limit]) + (f' and {len(names) - limit} more' if len(names) > limit else '')
+
+
+def warn_about_targets(net, targets, cfg):
+    """OptionWarnings (training still starts) for pruning targets that are biases or normalisation weights, and for
+    an eps above EPS_WARN_FRACTION of the median |W| of the targets in the freshly built `net`. Returns the messages.
+
+    Why: biases start at 0.0 and normalisation weights at 1.0, so magnitude pruning either removes biases first or
+    cannot rank the weights, and DUPru / UPru freeze every target below eps (DUPru: |W| < eps) from the first step,
+    so zero-initialised biases never train; an eps near the weights' own size freezes live weights, not only pruned
+    ones. Warnings, not errors: such settings are legitimate experiments."""
+    import torch
+    modules = dict(net.named_modules())
+    biases, norms = [], []
+    for name in targets:
+        owner, _, leaf = name.rpartition('.')
+        if leaf == 'bias':
+            biases.append(name)
+        elif _is_normalisation(modules.get(owner)):
+            norms.append(name)
+    freezes_by_eps = cfg.method != 'imp'  # imp freezes the pruned weights only; dupru, upru and custom rules get eps
+    messages = []
+    if biases:
+        frozen = f', and {cfg.method} freezes them (they are below eps) from the first step' if freezes_by_eps else ''
+        messages.append(f'pruning.targets selects {len(biases)} bias tensor(s) ({_list_names(biases)}): biases start '
+                        f'at 0.0, so magnitude pruning removes them first{frozen}; prune weights only (e.g. '
+                        'body.*.weight).')
+    if norms:
+        messages.append(f'pruning.targets selects {len(norms)} normalisation weight(s) ({_list_names(norms)}): they '
+                        'all start at 1.0, so magnitude pruning cannot rank them, and pruning one removes a whole '
+                        "channel's scale; prune convolution / linear weights only.")
+    with torch.no_grad():
+        magnitudes = torch.cat([p.detach().abs().flatten().float() for p in targets.values()])
+        median = magnitudes.median().item() if magnitudes.numel() else 0.0
+    if freezes_by_eps and median > 0 and cfg.eps > EPS_WARN_FRACTION * median:
+        messages.append(f'pruning.eps is {cfg.eps:g}, above {EPS_WARN_FRACTION:.0%} of the median initial |W| of the '
+                        f'targets ({median:.3g}): {cfg.method} freezes the target weights that eps marks as pruned '
+                        f'(|W| < eps for dupru), so it would freeze live weights too; use an eps well below '
+                        f'{median:.3g} (the paper uses 1.0e-6).')
+    for message in messages:
+        warnings.warn(message, OptionWarning, stacklevel=2)
+    return messages
+
+
+def check_pruning_options(opt):
+    """Validate the `pruning:` section against the rest of the options (targets exist, iterations add up)."""
+    cfg = PruningConfig.from_opt(opt.get('pruning'))
+    train = opt.get('train') or {}
+    total = train.get('total_iter')
+    if total is None or int(total) != sum(cfg.round_lengths):
+        how = (f'rounds ({cfg.rounds}) x iters_per_round ({cfg.iters_per_round})'
+               if cfg.schedule is None else f'the sum of pruning.schedule ({cfg.schedule})')
+        raise OptionError(f'train.total_iter is {total} but {how} = {sum(cfg.round_lengths)}; set '
+                          f'train.total_iter: {sum(cfg.round_lengths)} or change the pruning schedule.')
+    sched = dict(train.get('scheduler') or {})
+    periods = sched.get('periods')
+    if sched.get('type') == 'CosineAnnealingRestartLR' and periods and sum(periods) < max(cfg.round_lengths):
+        raise OptionError(f'train.scheduler.periods sum to {sum(periods)}, but the LR schedule restarts every round '
+                          f'and the longest round has {max(cfg.round_lengths)} iterations; make the periods sum to '
+                          'the iterations of one round.')
+    if opt.get('network_g'):
+        targets = cfg.resolve_targets(opt['network_g'].get('type'))
+        net = build_network(opt)
+        try:
+            warn_about_targets(net, select_targets(net, targets), cfg)
+        except ValueError as e:
+            raise OptionError(f'pruning.targets: {e} Fix the pattern (fnmatch syntax, e.g. body.*.weight).') from None
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------------- resume checks
+# The pruning options that change the result of a run, as `resume_config` records them in every training state;
+# (key, how the message names it). `plugins` is not one (it only imports modules).
+RESUME_KEYS = (
+    ('method', 'pruning.method'),
+    ('targets', 'pruning.targets (resolved patterns)'),
+    ('rate', 'pruning.rate'),
+    ('round_lengths', 'pruning.rounds x iters_per_round / schedule (iterations of each round)'),
+    ('eps', 'pruning.eps'),
+    ('scope', 'pruning.scope'),
+    ('rewind', 'pruning.rewind'),
+    ('start_iter', 'pruning.start_iter'),
+    ('end_iter', 'pruning.end_iter'),
+    ('final_sparsity', 'pruning.final_sparsity'),
+    ('frequency', 'pruning.frequency'),
+)
+
+
+def resume_config(opt, cfg=None):
+    """The normalized pruning settings of a run (plain types, `RESUME_KEYS`): what a resume must not change.
+
+    Different spellings of one schedule (rounds x iters_per_round or the same list in schedule) compare equal."""
+    cfg = cfg or PruningConfig.from_opt(opt.get('pruning'))
+    gradual = cfg.gradual or {}
+    return {
+        'method': str(cfg.method),
+        'targets': [str(t) for t in cfg.resolve_targets((opt.get('network_g') or {}).get('type'))],
+        'rate': float(cfg.rate),
+        'round_lengths': [int(n) for n in cfg.round_lengths],
+        'eps': float(cfg.eps),
+        'scope': str(cfg.scope),
+        'rewind': str(cfg.rewind),
+        'start_iter': gradual.get('start_iter'),
+        'end_iter': gradual.get('end_iter'),
+        'final_sparsity': None if gradual.get('final_sparsity') is None else float(gradual['final_sparsity']),
+        'frequency': gradual.get('frequency'),
+    }
+
+
+def _recorded_config(pruning):
+    """The settings a training state records: its `config`, or for states written before it existed, what its
+    pruner and round schedule keep (method, targets, rate, schedule, eps, scope; a late-rewinding point)."""
+    if 'config' in pruning:
+        return dict(pruning['config'])
+    pruner, rounds = pruning.get('pruner') or {}, pruning.get('rounds') or {}
+    old = {'method': pruner.get('method'), 'targets': pruner.get('targets'), 'rate': rounds.get('rate'),
+           'round_lengths': rounds.get('lengths'), 'eps': pruner.get('eps'), 'scope': pruner.get('scope')}
+    if rounds.get('rewind_iter') is not None:
+        old['rewind'] = f'iter_{rounds["rewind_iter"]}'
+    old = {k: v for k, v in old.items() if v is not None}
+    for k in ('rate', 'eps'):
+        if k in old:
+            old[k] = float(old[k])
+    if 'round_lengths' in old:
+        old['round_lengths'] = [int(n) for n in old['round_lengths']]
+    if 'targets' in old:
+        old['targets'] = [str(t) for t in old['targets']]
+    return old
+
+
+def check_resume_options(opt, resume_state, cfg=None):
+    """Refuse to resume a DUPruModel run whose pruning options changed in a way that alters the result.
+
+    Raises one OptionError that lists every changed key with its old and new value. A training state without a
+    pruning state (written by another model, or by a DUPruModel under BasicSR's loop before the model saved its
+    state itself) is refused too. States written before the config was recorded are checked on what they record,
+    and the keys they do not record (rewind, gradual settings) are named in a warning. Returns the list of keys
+    that could not be checked. No-op for models other than DUPruModel or without a resume state. `cfg`: the
+    run's parsed `pruning:` section, when the caller has it.
+    """
+    if resume_state is None or not is_pruning_model(opt.get('model_type')):
+        return []
+    where = (opt.get('path') or {}).get('resume_state') or 'the training state'
+    pruning = resume_state.get('pruning') if isinstance(resume_state, dict) else None
+    if not isinstance(pruning, dict):
+        raise OptionError(f'{where} has no pruning state (it was written by another model, or by a DUPruModel run '
+                          'of an older dupru-basicsr under BasicSR\'s own loop); it cannot continue the round '
+                          'schedule. Resume a DUPruModel run from its own training_states, or start it afresh '
+                          '(another name, or move the experiment folder away).')
+    old, new = _recorded_config(pruning), resume_config(opt, cfg)
+    changed = [f'{label}: {old[k]!r} -> {new[k]!r}' for k, label in RESUME_KEYS if k in old and old[k] != new[k]]
+    if changed:
+        raise OptionError(f'Cannot resume from {where}: these pruning options differ from the run being resumed, '
+                          'and a resumed run would mix two settings: ' + '; '.join(changed) + '. Restore them in the '
+                          'option file, or start a new run under another name.')
+    unchecked = [label for k, label in RESUME_KEYS if k not in old]
+    if unchecked:
+        import logging
+        logging.getLogger('basicsr').warning(
+            f'{where} was written by an older dupru-basicsr and does not record {", ".join(unchecked)}; they '
+            'cannot be checked against this run: make sure they are unchanged.')
+    return unchecked
