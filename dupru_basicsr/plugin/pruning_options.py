@@ -18,6 +18,19 @@ GRADUAL = 'gradual'
 GRADUAL_KEYS = ('start_iter', 'end_iter', 'final_sparsity', 'frequency')
 
 
+def _text_hint(value):
+    """Why a number came out as text: PyYAML (YAML 1.1) reads `1e-5` as a string (it needs a dot, `1.0e-5`), and
+    BasicSR's `--force_yml` turns only plain decimals into numbers (`!!float1e-5` for the rest)."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ''
+        return (f' {value!r} was read as text: in the option file write it with a dot and a signed exponent '
+                f'(e.g. 1.0e-5), with --force_yml as !!float{value}.')
+    return ''
+
+
 @dataclass
 class PruningConfig:
     """The `pruning:` section of a BasicSR option file (defaults reproduce the paper's DUPru)."""
@@ -105,9 +118,11 @@ class PruningConfig:
                               f'e.g. {list(DEFAULT_TARGETS)}.')
         if isinstance(self.rate, bool) or not isinstance(self.rate, (int, float)) or not 0 < self.rate < 100:
             raise OptionError(f'{key}.rate is {self.rate!r}; it is the percent of surviving weights removed per '
-                              'round and must lie strictly between 0 and 100 (the paper uses 10).')
+                              'round and must lie strictly between 0 and 100 (the paper uses 10).'
+                              f'{_text_hint(self.rate)}')
         if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or self.eps < 0:
-            raise OptionError(f'{key}.eps is {self.eps!r}; it must be a number >= 0 (the paper uses 1.0e-6).')
+            raise OptionError(f'{key}.eps is {self.eps!r}; it must be a number >= 0 (the paper uses 1.0e-6).'
+                              f'{_text_hint(self.eps)}')
         if self.schedule == GRADUAL:
             self._validate_gradual(key)
         elif self.schedule is not None:
@@ -172,7 +187,8 @@ class PruningConfig:
         if isinstance(self.final_sparsity, bool) or not isinstance(self.final_sparsity, (int, float)) or \
                 not 0 < self.final_sparsity < 1:
             raise OptionError(f'{key}.final_sparsity is {self.final_sparsity!r}; it is the pruned fraction of the '
-                              'targets at end_iter and must lie strictly between 0 and 1 (e.g. 0.8).')
+                              'targets at end_iter and must lie strictly between 0 and 1 (e.g. 0.8).'
+                              f'{_text_hint(self.final_sparsity)}')
         if freq is None or freq < 1:
             raise OptionError(f'{key}.frequency is {self.frequency!r}; prune every `frequency` iterations, an '
                               'integer >= 1.')
