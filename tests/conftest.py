@@ -1,6 +1,7 @@
 """Shared fixtures: tiny BasicSR option dicts over test data that the suite makes itself, an in-process trainer,
 and the CI rule that a skipped test fails the run."""
 import copy
+import hashlib
 import os
 import os.path as osp
 import pytest
@@ -84,6 +85,20 @@ def tiny_options(name, model_type='SRModel', pruning=None, total_iter=6, train_s
     opt['logger']['print_freq'] = 1
     opt['logger']['save_checkpoint_freq'] = save_freq or total_iter
     return opt
+
+
+def snapshot_tree(root):
+    """{relative path: sha256} of every file (hidden ones included) and folder under `root` (folders: None); two
+    equal snapshots show that a refused start changed nothing."""
+    snap = {}
+    for folder, dirs, files in os.walk(root):
+        for d in dirs:
+            snap[osp.relpath(osp.join(folder, d), root)] = None
+        for f in files:
+            path = osp.join(folder, f)
+            with open(path, 'rb') as fh:
+                snap[osp.relpath(path, root)] = hashlib.sha256(fh.read()).hexdigest()
+    return snap
 
 
 def write_options(opt, folder):

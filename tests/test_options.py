@@ -2,7 +2,6 @@
 through its real entry point with a message naming the key or file and the fix, before anything is written: a
 previous run's experiment folder of the same name is left byte-for-byte as it was, and nothing is archived."""
 import copy
-import hashlib
 import os
 import os.path as osp
 import re
@@ -12,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import run_in, shared_pair, tiny_options, write_options
+from conftest import run_in, shared_pair, snapshot_tree as _snapshot, tiny_options, write_options
 
 NAME = 'prev'  # every refused start reuses the name of the previous run, so a start that got through would archive it
 
@@ -27,19 +26,6 @@ def previous_run(tmp_path_factory):
     exp = root / 'experiments' / NAME
     assert (exp / 'models' / 'net_g_2.pth').is_file() and (exp / 'training_states' / '2.state').is_file()
     return exp
-
-
-def _snapshot(root):
-    """{relative path: sha256} of every file and folder under `root` (folders map to None)."""
-    snap = {}
-    for folder, dirs, files in os.walk(root):
-        for d in dirs:
-            snap[osp.relpath(osp.join(folder, d), root)] = None
-        for f in files:
-            path = osp.join(folder, f)
-            with open(path, 'rb') as fh:
-                snap[osp.relpath(path, root)] = hashlib.sha256(fh.read()).hexdigest()
-    return snap
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@
 - user errors are one `<prog>: error:` line with exit status 2 and no traceback.
 """
 import glob
-import hashlib
 import os
 import os.path as osp
 import shutil
@@ -23,22 +22,9 @@ import pytest
 import torch
 import yaml
 
-from conftest import run_in, shared_dataset, tiny_options, write_options
+from conftest import run_in, shared_dataset, snapshot_tree as _snapshot, tiny_options, write_options
 
 LAUNCH = osp.join(osp.dirname(osp.abspath(__file__)), 'helpers', 'launch.py')
-
-
-def _snapshot(root):
-    """{relative path: sha256} of every file (hidden ones included) and folder under `root` (folders: None)."""
-    snap = {}
-    for folder, dirs, files in os.walk(root):
-        for d in dirs:
-            snap[osp.relpath(osp.join(folder, d), root)] = None
-        for f in files:
-            path = osp.join(folder, f)
-            with open(path, 'rb') as fh:
-                snap[osp.relpath(path, root)] = hashlib.sha256(fh.read()).hexdigest()
-    return snap
 
 
 def _env(**extra):
