@@ -232,9 +232,7 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
         state = super().training_state(epoch, current_iter)
         state['pruning'] = {
             'pruner': self.pruner.state_dict(),
-            # `rate` beside the schedule (which does not own it) only for readers of the file: the report reads
-            # rounds.rate (older states have nothing else); `config` is the record the resume check uses
-            'rounds': dict(self.rounds.state_dict(), rate=float(self.prune_cfg.rate)),
+            'rounds': self.rounds.state_dict(),
             'round_best': {int(k): dict(v) for k, v in self.round_best.items()},
             'finetune_lr': self.finetune_lr,
             'config': resume_config(self.opt, self.prune_cfg),  # checked on resume (check_resume_options)
