@@ -15,14 +15,16 @@ from tqdm import tqdm
 from dupru_basicsr.pruning import DEFAULT_TARGETS
 
 
-def make_options(method, data, preset, name, device_gpus, seed=0, rewind='init', total_iter=None, gradual=None):
-    """A BasicSR option dict for one run: stock SRModel (`total_iter` defaults to rounds x iters, with the pruned
-    runs' LR curve) or DUPruModel with the given freeze `method` and `rewind`, or `gradual` pruning settings
-    (start_iter, end_iter, final_sparsity, frequency; one cosine over the whole run)."""
+def make_options(method, data, preset, name, device_gpus, seed=0, rewind='init', total_iter=None, gradual=None,
+                 restarts=True, rate=None):
+    """A BasicSR option dict for one run: stock SRModel (`total_iter` defaults to rounds x iters; with `restarts`
+    the pruned runs' LR curve, a cosine restarted every `iters`, else one cosine over the whole run) or DUPruModel
+    with the given freeze `method`, `rewind` and `rate` (% of the survivors per round, default the preset's), or
+    `gradual` pruning settings (start_iter, end_iter, final_sparsity, frequency; one cosine over the whole run)."""
     rounds, iters = preset['rounds'], preset['iters']
     total = total_iter or rounds * iters
     if method == 'stock' or gradual:
-        periods = [iters] * (total // iters) if total % iters == 0 and not gradual else [total]
+        periods = [iters] * (total // iters) if total % iters == 0 and restarts and not gradual else [total]
     else:
         periods = [iters]  # one round; the schedule restarts every round
     opt = {
@@ -51,7 +53,7 @@ def make_options(method, data, preset, name, device_gpus, seed=0, rewind='init',
         'train': {
             'ema_decay': 0,
             'optim_g': {'type': 'Adam', 'lr': preset['lr'], 'weight_decay': 0, 'betas': [0.9, 0.99]},
-            # the same LR curve for every method: a cosine from lr to 1% of it, restarted every E iterations
+            # a cosine from lr to 1% of it: restarted every E iterations (rounds; stock with `restarts`) or once
             'scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': periods,
                           'restart_weights': [1] * len(periods), 'eta_min': preset['lr'] / 100},
             'total_iter': total,
@@ -71,8 +73,8 @@ def make_options(method, data, preset, name, device_gpus, seed=0, rewind='init',
         opt['pruning'] = {'method': method, 'targets': list(DEFAULT_TARGETS), 'schedule': 'gradual', 'rounds': 1,
                           'iters_per_round': total, 'eps': 1e-6, 'scope': 'layer', 'rewind': 'none', **gradual}
     elif method != 'stock':
-        opt['pruning'] = {'method': method, 'targets': list(DEFAULT_TARGETS), 'rate': preset['rate'], 'rounds': rounds,
-                          'iters_per_round': iters, 'eps': 1e-6, 'scope': 'layer', 'rewind': rewind}
+        opt['pruning'] = {'method': method, 'targets': list(DEFAULT_TARGETS), 'rate': rate or preset['rate'],
+                          'rounds': rounds, 'iters_per_round': iters, 'eps': 1e-6, 'scope': 'layer', 'rewind': rewind}
     return opt
 
 

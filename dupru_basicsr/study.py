@@ -1,13 +1,19 @@
 """Equal-budget quality study: how sparse can MSRResNet get before it loses PSNR?
 
-    python -m dupru_basicsr.study --preset cpu-small --train-hr datasets/SunHays80/HR --data-root datasets
+    python -m dupru_basicsr.study --preset cpu-medium --train-hr datasets/SunHays80/HR --data-root datasets --jobs 2
 
-On the same data, seeds and total iterations (T x E) it trains
-- stock MSRResNet for E and for T x E iterations,
-- UPru and DUPru with rewind to init (the paper), late rewinding (iter_k) and learning-rate rewinding (lr),
-- gradual magnitude pruning (Zhu & Gupta, DUPru freezing) to the same final sparsity,
-repeats everything for several seeds, evaluates on Set5 and Set14 (RGB and Y) with the comparison report (which also
-draws PSNR vs remaining weights per round), and writes `study.md` / `study.json` with seed means and spreads.
+On the same data, seeds and budget (T rounds x E iterations) it trains
+- stock MSRResNet for E iterations, and for T x E iterations twice: with the pruned runs' cosine restarted every E
+  iterations, and with one cosine over all T x E (every sparse run is measured against the better of the two),
+- at each target body sparsity (default 90 % and 95 %): gradual magnitude pruning (Zhu & Gupta; one cosine) with
+  DUPru's eps freeze and without it (`imp`: only pruned weights are held), learning-rate rewinding (Renda et al.)
+  with DUPru and UPru freezing, and the paper's rewind-to-init DUPru and UPru; the rewinding recipes prune the same
+  share of the survivors in each of the T - 1 round ends, chosen so that they land on the target sparsity,
+for the preset's seeds; then one more seed for both T x E stock rows and for the best sparse recipe of each sparsity
+(by mean Y-PSNR over the datasets), the rows a conclusion rests on. It evaluates on Set5 and Set14 (RGB and Y) with
+the comparison report (which also draws PSNR vs remaining weights per round) and writes `study.md` / `study.json`:
+seed means and spreads, body and whole-model sparsity, compressed ticket size and each row's difference to the
+better stock baseline. A rerun with the same --out skips finished runs and resumes interrupted ones.
 """
 import argparse
 import json
@@ -20,31 +26,56 @@ import time
 from dupru_basicsr.experiments import make_options, train_experiment
 
 PRESETS = {
-    # tiny MSRResNet on a 2-core CPU: 2 seeds x 9 runs of <= 1500 iterations, under 40 minutes
-    'cpu-small': dict(num_feat=16, num_block=2, gt_size=48, batch=8, rounds=5, iters=300, rate=45, lr=1e-3,
-                      seeds=(0, 1), late_k=30, gradual=dict(start_iter=150, end_iter=1050, frequency=75)),
+    # tiny MSRResNet (16 features, 2 blocks: the body is 30 % of the weights) on a 2-core CPU
+    'cpu-small': dict(num_feat=16, num_block=2, gt_size=48, batch=8, rounds=5, iters=300, lr=1e-3,
+                      sparsities=(0.90, 0.95), seeds=(0, 1), extra_seeds=(2, ),
+                      gradual=dict(start_iter=150, end_iter=1050, frequency=75)),
+    # MSRResNet with MSRResNet's proportions (32 features, 16 blocks: the body is 77.4 % of the weights) on 2 cores
+    'cpu-medium': dict(num_feat=32, num_block=16, gt_size=48, batch=8, rounds=5, iters=500, lr=4e-4,
+                       sparsities=(0.90, 0.95), seeds=(0, 1), extra_seeds=(2, ),
+                       gradual=dict(start_iter=250, end_iter=1750, frequency=125)),
     # a few minutes, for checking the pipeline
-    'smoke': dict(num_feat=8, num_block=1, gt_size=32, batch=2, rounds=2, iters=4, rate=30, lr=1e-3, seeds=(0, 1),
-                  late_k=1, gradual=dict(start_iter=2, end_iter=6, frequency=2)),
+    'smoke': dict(num_feat=8, num_block=1, gt_size=32, batch=2, rounds=2, iters=4, lr=1e-3, sparsities=(0.5, 0.75),
+                  seeds=(0, ), extra_seeds=(1, ), gradual=dict(start_iter=2, end_iter=6, frequency=2)),
     # full MSRResNet on a GPU (DIV2K-style data)
-    'gpu': dict(num_feat=64, num_block=16, gt_size=128, batch=16, rounds=5, iters=20000, rate=45, lr=2e-4,
-                seeds=(0, 1), late_k=2000, gradual=dict(start_iter=10000, end_iter=70000, frequency=1000)),
+    'gpu': dict(num_feat=64, num_block=16, gt_size=128, batch=16, rounds=5, iters=20000, lr=2e-4,
+                sparsities=(0.90, 0.95), seeds=(0, 1), extra_seeds=(2, ),
+                gradual=dict(start_iter=10000, end_iter=70000, frequency=1000)),
 }
+STOCK_TXE = ('stock_TxE_restart', 'stock_TxE_cosine')
+TARGET_DB = 0.05  # the issue's target: within 0.05 dB Y-PSNR of the better stock baseline on every dataset
 
 
 class StudyError(ValueError):
     """A bad study input; the message names it and the fix."""
 
 
+def rate_for(sparsity, rounds):
+    """Pruning rate (% of the survivors, per round end) that reaches `sparsity` after the T - 1 round ends."""
+    return 100 * (1 - (1 - sparsity)**(1 / (rounds - 1)))
+
+
 def recipes(preset):
-    """(label, method, rewind, options) of every run of one seed."""
-    final_sparsity = 1 - (1 - preset['rate'] / 100)**(preset['rounds'] - 1)
-    runs = [('stock_E', 'stock', None, dict(total_iter=preset['iters'])), ('stock_TxE', 'stock', None, {})]
-    for method in ('upru', 'dupru'):
-        for rewind in ('init', f'iter_{preset["late_k"]}', 'lr'):
-            runs.append((f'{method}_{rewind.split("_")[0]}', method, rewind, {}))
-    runs.append(('dupru_gradual', 'dupru', None, dict(gradual=dict(preset['gradual'], final_sparsity=final_sparsity))))
+    """(label, method, make_options keyword arguments) of every run of one seed."""
+    runs = [('stock_E', 'stock', dict(total_iter=preset['iters'])), ('stock_TxE_restart', 'stock', {}),
+            ('stock_TxE_cosine', 'stock', dict(restarts=False))]
+    if preset['rounds'] < 2:
+        raise StudyError(f'rounds is {preset["rounds"]}: rewinding recipes need at least 2 rounds.')
+    for sparsity in preset['sparsities']:
+        tag = f'{100 * sparsity:g}'
+        gradual = dict(preset['gradual'], final_sparsity=sparsity)
+        rate = rate_for(sparsity, preset['rounds'])
+        runs += [(f'dupru_gradual_{tag}', 'dupru', dict(gradual=gradual)),
+                 (f'imp_gradual_{tag}', 'imp', dict(gradual=gradual))]
+        for rewind in ('lr', 'init'):
+            for method in ('dupru', 'upru'):
+                runs.append((f'{method}_{rewind}_{tag}', method, dict(rewind=rewind, rate=rate)))
     return runs
+
+
+def sparsity_of(label):
+    """The target sparsity tag of a sparse recipe label ('90' of 'dupru_lr_90'), else None."""
+    return None if label.startswith('stock') else label.rsplit('_', 1)[1]
 
 
 def prepare_study_data(train_hr, out, progress):
@@ -56,12 +87,50 @@ def prepare_study_data(train_hr, out, progress):
     return {'gt_sub': osp.join(folder, 'GTmod4_sub'), 'lr_sub': {4: osp.join(folder, 'LRbicx4_sub')}}
 
 
-def summarise(results, runs, seeds, datasets):
-    """Per recipe: mean and spread (max - min over seeds) of each metric, and the difference to stock T x E."""
+def _train_in_worker(threads, opt, root, label):
+    """One run in a worker process of `--jobs N`, with its share of the CPU threads."""
+    import torch
+    torch.set_num_threads(threads)
+    return train_experiment(opt, root, label, progress=False)
+
+
+def train_runs(planned, root, jobs, progress):
+    """Train [(label, opt)] (finished ones are skipped); with jobs > 1 in that many processes, each with
+    cpu_count // jobs threads. Returns {label: (experiment folder, seconds or None when skipped)}."""
+    done = {}
+    if jobs <= 1:
+        for label, opt in planned:
+            done[label] = train_experiment(opt, root, label, progress)
+        return done
+    import concurrent.futures
+    import multiprocessing
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context('spawn')) as pool:
+        futures = {pool.submit(_train_in_worker, threads, opt, root, label): label for label, opt in planned}
+        for n, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            label = futures[future]
+            done[label] = future.result()
+            seconds = done[label][1]
+            print(f'[{n}/{len(planned)}] {label}: ' + ('already trained' if seconds is None else f'{seconds:.0f} s'),
+                  flush=True)
+    return done
+
+
+def summarise(results, runs, datasets):
+    """Per recipe: the seeds it has, mean and spread (max - min over seeds) of each metric, body and whole-model
+    sparsity, compressed size, and the Y-PSNR difference to the better T x E stock baseline of each dataset."""
     stats = {s['label']: s for s in results.model_stats}
     table = {}
     for label, *_ in runs:
-        row = {'body_sparsity': statistics.mean(stats[f'{label}_s{s}']['body_sparsity'] for s in seeds)}
+        seeds = sorted(int(k.rsplit('_s', 1)[1]) for k in stats if k.rsplit('_s', 1)[0] == label)
+        if not seeds:
+            continue
+        runs_stats = [stats[f'{label}_s{s}'] for s in seeds]
+        row = {'seeds': seeds,
+               'body_sparsity': statistics.mean(s['body_sparsity'] for s in runs_stats),
+               'model_sparsity': statistics.mean(1 - s['nonzero_params'] / s['params'] for s in runs_stats),
+               'compressed_bytes': statistics.mean(s['compressed_bytes'] for s in runs_stats),
+               'dense_bytes': statistics.mean(s['dense_bytes'] for s in runs_stats)}
         for ds in datasets:
             for metric in ('psnr_y', 'psnr_rgb', 'ssim_y'):
                 values = [results.mean(f'{label}_s{s}', ds, metric) for s in seeds]
@@ -69,39 +138,81 @@ def summarise(results, runs, seeds, datasets):
                 row[f'{ds}_{metric}_spread'] = max(values) - min(values)
                 row[f'{ds}_{metric}_seeds'] = values
         table[label] = row
-    base = table['stock_TxE']
+    best_stock = {ds: max((s for s in STOCK_TXE if s in table), key=lambda s: table[s][f'{ds}_psnr_y'])
+                  for ds in datasets}
     for row in table.values():
         for ds in datasets:
-            row[f'{ds}_psnr_y_vs_stock'] = row[f'{ds}_psnr_y'] - base[f'{ds}_psnr_y']
-    return table
+            row[f'{ds}_psnr_y_vs_stock'] = row[f'{ds}_psnr_y'] - table[best_stock[ds]][f'{ds}_psnr_y']
+    return table, best_stock
 
 
-def format_markdown(table, datasets, preset, seeds):
-    head = ['recipe', 'body sparsity']
+def best_sparse(table, datasets):
+    """{sparsity tag: the sparse recipe with the highest mean Y-PSNR over the datasets}."""
+    best = {}
+    for label, row in table.items():
+        tag = sparsity_of(label)
+        if tag is None:
+            continue
+        score = statistics.mean(row[f'{ds}_psnr_y'] for ds in datasets)
+        if tag not in best or score > best[tag][1]:
+            best[tag] = (label, score)
+    return {tag: label for tag, (label, _) in best.items()}
+
+
+def format_markdown(table, best_stock, decisive, datasets, preset, train_seconds, extra_seeds, wall_seconds):
+    head = ['recipe', 'seeds', 'body sparsity', 'model sparsity', 'ticket (KB)']
     for ds in datasets:
-        head += [f'{ds} PSNR-Y (spread)', f'{ds} Δ vs stock T×E', f'{ds} PSNR-RGB', f'{ds} SSIM-Y']
+        head += [f'{ds} PSNR-Y (spread)', f'{ds} Δ vs better stock', f'{ds} PSNR-RGB', f'{ds} SSIM-Y']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for label, row in table.items():
-        cells = [label, f'{100 * row["body_sparsity"]:.2f}%']
+        cells = [label, len(row['seeds']), f'{100 * row["body_sparsity"]:.2f}%', f'{100 * row["model_sparsity"]:.2f}%',
+                 f'{row["compressed_bytes"] / 1e3:.1f}']
         for ds in datasets:
             cells += [f'{row[f"{ds}_psnr_y"]:.4f} ({row[f"{ds}_psnr_y_spread"]:.4f})',
                       f'{row[f"{ds}_psnr_y_vs_stock"]:+.4f}', f'{row[f"{ds}_psnr_rgb"]:.4f}',
                       f'{row[f"{ds}_ssim_y"]:.4f}']
-        lines.append('| ' + ' | '.join(cells) + ' |')
-    note = (f'Means over seeds {list(seeds)}; spread = max - min over seeds. MSRResNet x4 {preset["num_feat"]} '
-            f'features / {preset["num_block"]} blocks; T = {preset["rounds"]} rounds x E = {preset["iters"]} '
-            'iterations, '
-            f'{preset["rate"]}% of the survivors pruned per round.')
-    return '\n'.join(lines) + '\n\n' + note + '\n'
+        lines.append('| ' + ' | '.join(str(c) for c in cells) + ' |')
+    total = preset['rounds'] * preset['iters']
+    dense = next(iter(table.values()))['dense_bytes']
+    lines += ['', f'MSRResNet x4, {preset["num_feat"]} features / {preset["num_block"]} blocks; budget T = '
+              f'{preset["rounds"]} rounds x E = {preset["iters"]} iterations = {total} (stock_E: {preset["iters"]}); '
+              f'batch {preset["batch"]}, {preset["gt_size"]}² GT crops, Adam lr {preset["lr"]:g}. Means over the '
+              'seeds; spread = max - min over the seeds. Δ: mean Y-PSNR minus that of the better T x E stock row on '
+              f'the same dataset ({", ".join(f"{ds}: {s}" for ds, s in best_stock.items())}). Ticket: dupru-export '
+              f'size of the final weights (dense: {dense / 1e3:.1f} KB).', '']
+    if decisive:
+        lines.append(f'Seed(s) {", ".join(map(str, extra_seeds))} added for {", ".join(decisive)} (both T x E stock '
+                     'rows and the best sparse recipe of each sparsity, picked by mean Y-PSNR of the first seeds on '
+                     'these same test sets).')
+    for tag in sorted({sparsity_of(label) for label in table} - {None}, key=float):
+        label = best_sparse(table, datasets).get(tag)
+        row = table[label]
+        deltas = {ds: row[f'{ds}_psnr_y_vs_stock'] for ds in datasets}
+        worst = min(deltas.values())
+        verdict = ('within' if worst >= -TARGET_DB else f'misses by {-worst - TARGET_DB:.4f} dB')
+        lines.append(f'- {tag} % target: best recipe {label} ({100 * row["body_sparsity"]:.2f} % of the body, '
+                     f'{100 * row["model_sparsity"]:.2f} % of all weights): Δ ' +
+                     ', '.join(f'{ds} {d:+.4f} dB' for ds, d in deltas.items()) +
+                     f'; {verdict} the {TARGET_DB} dB target.')
+    lines.append(f'- This invocation: {wall_seconds / 60:.1f} min wall clock, {len(train_seconds)} runs trained '
+                 f'({sum(train_seconds.values()) / 60:.1f} min summed over the runs; runs finished earlier were '
+                 'skipped).')
+    return '\n'.join(lines) + '\n'
 
 
 def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_root='datasets',
-              datasets=('Set5', 'Set14'), out='results/study', seeds=None, progress=True):
+              datasets=('Set5', 'Set14'), out='results/study', seeds=None, progress=True, jobs=1, extra_seeds=None):
     import torch
 
     from dupru_basicsr.report.build import compare
     preset = dict(PRESETS[preset_name])
-    seeds = tuple(seeds or preset['seeds'])
+    seeds = tuple(preset['seeds'] if seeds is None else seeds)
+    extra_seeds = tuple(preset['extra_seeds'] if extra_seeds is None else extra_seeds)
+    if not seeds or set(seeds) & set(extra_seeds):
+        raise StudyError(f'--seeds {list(seeds)} / --extra-seeds {list(extra_seeds)}: give at least one seed, and '
+                         'extra seeds that are not among the seeds.')
+    if jobs < 1:
+        raise StudyError(f'--jobs {jobs}: must be >= 1.')
     for ds in datasets:
         if not osp.isdir(osp.join(data_root, ds)):
             raise StudyError(f'{osp.join(data_root, ds)} does not exist; pass --data-root with '
@@ -119,27 +230,41 @@ def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_ro
     data = {'train': train, 'val': val}
     gpus = 1 if torch.cuda.is_available() else 0
     runs = recipes(preset)
-    exps, labels, timings = [], [], {}
-    for seed in seeds:
-        for label, method, rewind, extra in runs:
-            name = f'study_{preset_name}_{label}_s{seed}'
-            opt = make_options(method, data, preset, name, gpus, seed=seed, rewind=rewind or 'init', **extra)
+
+    def plan(labels_seeds):
+        planned = []
+        for label, seed in labels_seeds:
+            method, kwargs = next((m, kw) for name, m, kw in runs if name == label)
+            opt = make_options(method, data, preset, f'study_{preset_name}_{label}_s{seed}', gpus, seed=seed,
+                               **kwargs)
             opt['datasets']['val']['name'] = datasets[0]
-            exp, seconds = train_experiment(opt, out, f'{label} s{seed}', progress)
-            if seconds is not None:
-                timings[name] = seconds
-            exps.append(exp)
-            labels.append(f'{label}_s{seed}')
-    results = compare(exps, datasets=list(datasets), data_root=data_root, out_dir=osp.join(out, 'report'),
-                      labels=labels, baseline=f'stock_TxE_s{seeds[0]}', repeats=0, progress=progress)
-    table = summarise(results, runs, seeds, datasets)
-    markdown = format_markdown(table, datasets, preset, seeds)
+            planned.append((f'{label}_s{seed}', opt))
+        return planned
+
+    def evaluate(done, **kwargs):
+        labels = list(done)
+        return compare([done[k][0] for k in labels], datasets=list(datasets), data_root=data_root, labels=labels,
+                       repeats=0, progress=progress, **kwargs)
+
+    done = train_runs(plan([(label, seed) for seed in seeds for label, *_ in runs]), out, jobs, progress)
+    decisive = []
+    if extra_seeds:
+        # the rows a conclusion rests on get more seeds: both T x E stock rows and the best sparse recipe per level
+        first, _ = summarise(evaluate(done, tickets=False, write=False), runs, datasets)
+        decisive = list(STOCK_TXE) + list(best_sparse(first, datasets).values())
+        done.update(train_runs(plan([(label, seed) for seed in extra_seeds for label in decisive]), out, jobs,
+                               progress))
+    train_seconds = {k: v[1] for k, v in done.items() if v[1] is not None}
+    results = evaluate(done, out_dir=osp.join(out, 'report'), baseline=f'stock_TxE_cosine_s{seeds[0]}')
+    table, best_stock = summarise(results, runs, datasets)
+    markdown = format_markdown(table, best_stock, decisive, datasets, preset, train_seconds, extra_seeds,
+                               time.time() - t0)
     with open(osp.join(out, 'study.md'), 'w') as f:
         f.write(markdown)
     with open(osp.join(out, 'study.json'), 'w') as f:
-        json.dump({'preset': preset_name, 'settings': {k: v for k, v in preset.items()}, 'seeds': list(seeds),
-                   'table': table, 'train_seconds': timings, 'total_seconds': time.time() - t0}, f, indent=1,
-                  default=str)
+        json.dump({'preset': preset_name, 'settings': preset, 'seeds': list(seeds), 'extra_seeds': list(extra_seeds),
+                   'decisive': decisive, 'best_stock': best_stock, 'table': table, 'jobs': jobs,
+                   'train_seconds': train_seconds, 'total_seconds': time.time() - t0}, f, indent=1, default=str)
     print(markdown)
     print(f'Report: {osp.join(out, "report", "report.html")}\nTotal time: {time.time() - t0:.0f} s')
     return table
@@ -152,7 +277,12 @@ def main(argv=None):
     parser.add_argument('--train-hr', default='datasets/SunHays80/HR', help='folder of HR training images')
     parser.add_argument('--data-root', default='datasets', help='folder with the evaluation sets (BasicSR layout)')
     parser.add_argument('--datasets', nargs='+', default=['Set5', 'Set14'])
-    parser.add_argument('--seeds', nargs='+', type=int, default=None)
+    parser.add_argument('--seeds', nargs='+', type=int, default=None, help="every recipe's seeds (default: preset)")
+    parser.add_argument('--extra-seeds', nargs='*', type=int, default=None,
+                        help='more seeds for the stock T x E rows and the best sparse recipes (default: preset; '
+                        'give none to skip)')
+    parser.add_argument('--jobs', type=int, default=1,
+                        help='runs trained at once, each with cpu_count // jobs threads (2 is faster on 2 cores)')
     parser.add_argument('--out', default='results/study')
     parser.add_argument('--no-progress', action='store_true')
     args = parser.parse_args(argv)
@@ -162,7 +292,7 @@ def main(argv=None):
 
     def run():
         run_study(args.preset, args.train_hr, args.data_root, args.datasets, args.out, args.seeds,
-                  not args.no_progress)
+                  not args.no_progress, args.jobs, args.extra_seeds)
 
     return run_command('dupru-study', run, (StudyError, CompareError, PrepareError))
 
