@@ -1,14 +1,19 @@
 """The whole product in one command: `dupru-demo` (or `python -m dupru_basicsr.demo`).
 
-1. Prepares data from the colour photos that scikit-image ships (no download): most for training (DIV2K-style
-   sub-images), two held out for evaluation, with BasicSR's MATLAB-compatible bicubic x4 (`dupru_basicsr.prepare`).
-2. Trains stock MSRResNet, UPru and DUPru on the same data with the same budget and LR schedule (the stock run gets
-   the same total number of iterations, T x E, and the same per-round cosine restarts).
-3. Evaluates the three on the held-out images and writes the comparison report (`dupru_basicsr.compare`).
+1. Prepares data from the colour photos that scikit-image ships (no download): four for training (DIV2K-style
+   sub-images), the other four held out for evaluation, with BasicSR's MATLAB-compatible bicubic x4
+   (`dupru_basicsr.prepare`).
+2. Trains, on the same data with the same budget (T rounds x E iterations) and seed: stock MSRResNet (one cosine
+   over all T x E iterations, the better stock schedule in docs/study.md), the paper's recipe (rewind to init, UPru
+   and DUPru) and the study's best recipe (gradual magnitude pruning with DUPru freezing), all pruned to the same
+   body sparsity (90 %).
+3. Evaluates them on the held-out photos and writes the comparison report (`dupru_basicsr.compare`), which opens
+   with PSNR against the share of body weights kept.
 
-On a CPU it uses a tiny MSRResNet and finishes in about ten minutes on 2 cores; with CUDA it uses the full network
-(64 features, 16 blocks) and a longer schedule. `--budget` picks a preset or sets the iterations per round.
-Checkpoints are written atomically, so Ctrl-C leaves complete ones behind; rerunning resumes where it stopped.
+On a CPU it uses an MSRResNet of 16 features and 16 blocks (the body holds 77 % of the weights, as in MSRResNet) and
+finishes in about ten minutes on 2 cores; with CUDA it uses the full network (64 features, 16 blocks) and a longer
+schedule. `--budget` picks a preset or sets the iterations per round. Checkpoints are written atomically, so Ctrl-C
+leaves complete ones behind; rerunning resumes where it stopped.
 """
 import argparse
 import os
@@ -18,17 +23,31 @@ import time
 
 import yaml
 
-HELD_OUT = ('astronaut', 'chelsea')  # evaluation photos; never trained on
-SKIP_TRAIN = ('retina', )  # mostly black background: a poor training image
-METHODS = ('stock', 'upru', 'dupru')
+# every colour photo scikit-image ships that training does not use is scored
+HELD_OUT = ('astronaut', 'chelsea', 'coffee', 'retina')
 MARKER = '.dupru_demo'
 
-# name -> network width/depth, crops, batch, rounds x iterations per round, pruning rate (%), lr
+# name -> network width/depth, crops, batch, rounds x iterations per round, target body sparsity, lr
 PRESETS = {
-    'tiny': dict(num_feat=16, num_block=2, gt_size=32, batch=2, rounds=2, iters=5, rate=30, lr=1e-3),
-    'cpu': dict(num_feat=16, num_block=2, gt_size=48, batch=8, rounds=4, iters=500, rate=30, lr=1e-3),
-    'gpu': dict(num_feat=64, num_block=16, gt_size=128, batch=16, rounds=5, iters=4000, rate=30, lr=2e-4),
+    'tiny': dict(num_feat=16, num_block=2, gt_size=32, batch=2, rounds=2, iters=5, sparsity=0.3, lr=1e-3),
+    'cpu': dict(num_feat=16, num_block=16, gt_size=48, batch=8, rounds=5, iters=300, sparsity=0.9, lr=4e-4),
+    'gpu': dict(num_feat=64, num_block=16, gt_size=128, batch=16, rounds=5, iters=4000, sparsity=0.9, lr=2e-4),
 }
+
+
+def demo_runs(preset):
+    """(label, method, make_options keyword arguments) of the demo's runs, all with the same budget."""
+    from dupru_basicsr.pruning import rate_for_sparsity
+    total = preset['rounds'] * preset['iters']
+    rate = rate_for_sparsity(preset['sparsity'], preset['rounds'] - 1) if preset['rounds'] > 1 else None
+    # the study's gradual schedule: prune from 10 % to 70 % of the run, 12 steps (fewer on a tiny budget)
+    start, end = total // 10, max(total // 10 + 1, total * 7 // 10)
+    gradual = dict(start_iter=start, end_iter=end, frequency=max(1, (end - start) // 12),
+                   final_sparsity=preset['sparsity'])
+    runs = [('stock', 'stock', dict(restarts=False))]
+    if rate is not None:
+        runs += [('upru', 'upru', dict(rewind='init', rate=rate)), ('dupru', 'dupru', dict(rewind='init', rate=rate))]
+    return runs + [('dupru_gradual', 'dupru', dict(gradual=gradual))]
 
 
 class DemoError(ValueError):
@@ -47,7 +66,7 @@ def prepare_data(data_dir, progress=True, subimages=True):
         raise DemoError(f'scikit-image provides too few photos offline ({sorted(photos)}); use dupru-prepare on '
                         'your own images and the options in options/train/tiny instead.')
     folders = {}
-    for split, names in (('train', [n for n in photos if n not in held_out and n not in SKIP_TRAIN]),
+    for split, names in (('train', [n for n in photos if n not in held_out]),
                          ('val', held_out)):
         source = osp.join(data_dir, 'source', split)
         os.makedirs(source, exist_ok=True)
@@ -68,13 +87,13 @@ def prepare_data(data_dir, progress=True, subimages=True):
 def format_table(results, dataset):
     """The demo's summary table: one row per method."""
     stats = {s['label']: s for s in results.model_stats}
-    header = (f'{"method":8s} {"PSNR-RGB":>9s} {"SSIM-RGB":>9s} {"PSNR-Y":>8s} {"SSIM-Y":>8s} {"body sparsity":>14s} '
+    header = (f'{"method":14s} {"PSNR-RGB":>9s} {"SSIM-RGB":>9s} {"PSNR-Y":>8s} {"SSIM-Y":>8s} {"body sparsity":>14s} '
               f'{"non-zero params":>16s} {"ms/image":>9s}')
     lines = [header, '-' * len(header)]
     for label in results.labels:
         s = stats[label]
         ms = (s.get('timing') or {}).get('ms_per_image')
-        lines.append(f'{label:8s} {results.mean(label, dataset, "psnr_rgb"):9.4f} '
+        lines.append(f'{label:14s} {results.mean(label, dataset, "psnr_rgb"):9.4f} '
                      f'{results.mean(label, dataset, "ssim_rgb"):9.4f} {results.mean(label, dataset, "psnr_y"):8.4f} '
                      f'{results.mean(label, dataset, "ssim_y"):8.4f} {100 * s["body_sparsity"]:13.2f}% '
                      f'{s["nonzero_params"]:16,d} {"n/a" if ms is None else f"{ms:9.2f}"}')
@@ -129,20 +148,22 @@ def run_demo(out='dupru_demo', budget=None, rounds=None, device=None, force=Fals
 
     t0 = time.time()
     print(f'dupru-demo: {"CUDA" if cuda else "CPU"}, MSRResNet x4 {preset["num_feat"]} features / '
-          f'{preset["num_block"]} blocks, {preset["rounds"]} rounds x {preset["iters"]} iterations, pruning '
-          f'{preset["rate"]}% per round, output in {out}', flush=True)
+          f'{preset["num_block"]} blocks, {preset["rounds"]} rounds x {preset["iters"]} iterations, pruned runs '
+          f'to {100 * preset["sparsity"]:g}% body sparsity, output in {out}', flush=True)
     data = prepare_data(osp.join(out, 'data'), progress=progress)
     if prepare_only:
         print(f'Prepared {osp.join(out, "data")}: train/ (sub-images) and val/ (held-out), x4.')
         return data
     gpus = 1 if cuda else 0
-    exps = [train_experiment(make_options(method, data, preset, f'demo_{method}', gpus), out, method, progress)[0]
-            for method in METHODS]
+    runs = demo_runs(preset)
+    exps = [train_experiment(make_options(method, data, preset, f'demo_{label}', gpus, **kwargs), out, label,
+                             progress)[0] for label, method, kwargs in runs]
     results = compare(exps, dataset_dirs=[f'heldout={data["val"]["gt"]}:{data["val"]["lr"][4]}'],
-                      out_dir=osp.join(out, 'report'), labels=list(METHODS), device='cuda' if cuda else 'cpu',
-                      repeats=3, warmup=1, progress=progress)
+                      out_dir=osp.join(out, 'report'), labels=[label for label, *_ in runs],
+                      device='cuda' if cuda else 'cpu', repeats=3, warmup=1, progress=progress)
     table = format_table(results, 'heldout')
-    print(f'\nHeld-out images: {", ".join(HELD_OUT)} (x4, metrics on RGB and Y with a 4-pixel border crop)\n')
+    held_out = ', '.join(n for n in HELD_OUT if osp.isfile(osp.join(out, 'data', 'source', 'val', f'{n}.png')))
+    print(f'\nHeld-out images: {held_out} (x4, metrics on RGB and Y with a 4-pixel border crop)\n')
     print(table)
     print(f'\nExperiments: {osp.join(out, "experiments")}\nReport:      {osp.join(out, "report", "report.html")}'
           f'\nTotal time:  {time.time() - t0:.0f} s')

@@ -24,6 +24,7 @@ import sys
 import time
 
 from dupru_basicsr.experiments import make_options, train_experiment
+from dupru_basicsr.pruning import rate_for_sparsity
 
 PRESETS = {
     # tiny MSRResNet (16 features, 2 blocks: the body is 30 % of the weights) on a 2-core CPU
@@ -50,11 +51,6 @@ class StudyError(ValueError):
     """A bad study input; the message names it and the fix."""
 
 
-def rate_for(sparsity, rounds):
-    """Pruning rate (% of the survivors, per round end) that reaches `sparsity` after the T - 1 round ends."""
-    return 100 * (1 - (1 - sparsity)**(1 / (rounds - 1)))
-
-
 def recipes(preset):
     """(label, method, make_options keyword arguments) of every run of one seed."""
     runs = [('stock_E', 'stock', dict(total_iter=preset['iters'])), ('stock_TxE_restart', 'stock', {}),
@@ -64,7 +60,7 @@ def recipes(preset):
     for sparsity in preset['sparsities']:
         tag = f'{100 * sparsity:g}'
         gradual = dict(preset['gradual'], final_sparsity=sparsity)
-        rate = rate_for(sparsity, preset['rounds'])
+        rate = rate_for_sparsity(sparsity, preset['rounds'] - 1)
         runs += [(f'dupru_gradual_{tag}', 'dupru', dict(gradual=gradual)),
                  (f'imp_gradual_{tag}', 'imp', dict(gradual=gradual))]
         for rewind in ('lr', 'init'):

@@ -232,6 +232,9 @@ def test_reports_are_self_contained_and_complete(setup):
         md = f.read()
     assert '| Method | Tiny | Tiny2 |' in md and '★ butterfly' in md and '**' in md
     assert '](fig4_psnr_vs_kept.png)' in md
+    # the PSNR-vs-kept-weights figure opens both reports (before the run list), once
+    assert md.index('](fig4_psnr_vs_kept.png)') < md.index('## Runs') and md.count('fig4_psnr_vs_kept.png') == 1
+    assert page.index('<img alt="Fig. 4 analogue') < page.index('<h2>Runs</h2>')
 
 
 def test_compressed_size_helper_round_trip():

@@ -8,6 +8,14 @@
 """
 
 
+def rate_for_sparsity(sparsity, prunes):
+    """The rate (% of the survivors removed per prune) that leaves `1 - sparsity` of the weights after `prunes`
+    prunes: (1 - rate / 100) ** prunes = 1 - sparsity. T rounds make T - 1 prunes."""
+    if not 0 <= sparsity < 1 or prunes < 1:
+        raise ValueError(f'sparsity {sparsity!r} must be in [0, 1) and prunes {prunes!r} >= 1')
+    return 100 * (1 - (1 - sparsity)**(1 / prunes))
+
+
 class RoundSchedule:
 
     def __init__(self, lengths, rewind_iter=None):

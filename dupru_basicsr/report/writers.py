@@ -26,7 +26,11 @@ def render_markdown(results, tables):
     settings = results.settings
     lines = ['# dupru-compare report', '', f'Generated {settings["generated"]} on {settings["device"]} '
              f'(torch {settings["torch"]}); x{settings["scale"]}; datasets: '
-             f'{", ".join(d["name"] for d in results.datasets)}.', '', '## Runs', '']
+             f'{", ".join(d["name"] for d in results.datasets)}.', '']
+    if LEAD_FIGURE in results.figures:  # the report's one-picture answer comes first
+        lines += [f'![{FIGURE_TITLES[LEAD_FIGURE]}]({osp.basename(results.figures[LEAD_FIGURE])})', '',
+                  f'*{FIGURE_TITLES[LEAD_FIGURE]}*', '']
+    lines += ['## Runs', '']
     for m in results.models:
         lines.append(f'- **{m["label"]}**: `{m["checkpoint"]}` ({m["param_key"]}), '
                      f'MSRResNet({describe_arch(m["arch"])})')
@@ -41,12 +45,15 @@ def render_markdown(results, tables):
         lines += ['', f'*{table["caption"]}*']
     lines += ['', '## Figures', '']
     for key, path in results.figures.items():
+        if key == LEAD_FIGURE:
+            continue
         lines += [f'![{FIGURE_TITLES[key]}]({osp.basename(path)})', '', f'*{FIGURE_TITLES[key]}*', '']
     if results.notes:
         lines += ['## Notes', ''] + [f'- {n}' for n in results.notes]
     return '\n'.join(lines) + '\n'
 
 
+LEAD_FIGURE = 'rounds'  # PSNR vs remaining weights opens the report (the paper's Fig. 4)
 FIGURE_TITLES = {
     'rounds': 'Fig. 4 analogue: PSNR vs remaining weights, per round',
     'rates': 'Fig. 5 analogue: PSNR vs pruning rate',
@@ -67,6 +74,13 @@ img { max-width: 100%; }
 """
 
 
+def _html_figure(path, title):
+    with open(path, 'rb') as f:
+        data = base64.b64encode(f.read()).decode('ascii')
+    return (f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
+            f'<figcaption>{html.escape(title)}</figcaption></figure>')
+
+
 def render_html(results, tables):
     """Self-contained HTML: the figures are embedded as base64 PNG data URIs; no file or URL is referenced."""
     settings = results.settings
@@ -75,8 +89,10 @@ def render_html(results, tables):
              f'<style>{_HTML_STYLE}</style></head><body>', '<h1>dupru-compare report</h1>',
              f'<p>Generated {esc(settings["generated"])} on {esc(settings["device"])} '
              f'(torch {esc(settings["torch"])}); '
-             f'x{settings["scale"]}; datasets: {esc(", ".join(d["name"] for d in results.datasets))}.</p>',
-             '<h2>Runs</h2><ul>']
+             f'x{settings["scale"]}; datasets: {esc(", ".join(d["name"] for d in results.datasets))}.</p>']
+    if LEAD_FIGURE in results.figures:
+        parts.append(_html_figure(results.figures[LEAD_FIGURE], FIGURE_TITLES[LEAD_FIGURE]))
+    parts.append('<h2>Runs</h2><ul>')
     for m in results.models:
         parts.append(f'<li><b>{esc(m["label"])}</b>: <code>{esc(m["checkpoint"])}</code> ({esc(m["param_key"])}), '
                      f'MSRResNet({esc(describe_arch(m["arch"]))})</li>')
@@ -90,10 +106,8 @@ def render_html(results, tables):
         parts.append(f'</tbody></table><div class="caption">{esc(table["caption"])}</div>')
     parts.append('<h2>Figures</h2>')
     for key, path in results.figures.items():
-        with open(path, 'rb') as f:
-            data = base64.b64encode(f.read()).decode('ascii')
-        parts.append(f'<figure><img alt="{esc(FIGURE_TITLES[key])}" src="data:image/png;base64,{data}">'
-                     f'<figcaption>{esc(FIGURE_TITLES[key])}</figcaption></figure>')
+        if key != LEAD_FIGURE:
+            parts.append(_html_figure(path, FIGURE_TITLES[key]))
     if results.notes:
         parts.append('<h2>Notes</h2><ul>' + ''.join(f'<li>{esc(n)}</li>' for n in results.notes) + '</ul>')
     parts.append('</body></html>')
