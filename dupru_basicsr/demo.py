@@ -54,20 +54,21 @@ class DemoError(ValueError):
     """A wrong demo option or output folder; the message says what to do."""
 
 
-def prepare_data(data_dir, progress=True, subimages=True):
-    """skimage photos -> <data_dir>/{train,val}/{GTmod4,LRbicx4}; train also as 120x120 sub-images when
-    `subimages` (the test suite trains on the whole photos and does without them)."""
+def prepare_data(data_dir, progress=True, subimages=True, held_out=HELD_OUT, train=None):
+    """skimage photos -> <data_dir>/{train,val}/{GTmod4,LRbicx4}: `held_out` photos in val, `train` (default: all
+    the others) in train, also as 120x120 sub-images when `subimages` (the test suite trains on the whole photos and
+    does without them, and picks its own smaller split)."""
     import cv2
 
     from dupru_basicsr.data.prepare import load_skimage_photos, prepare
     photos = load_skimage_photos()
-    held_out = [n for n in HELD_OUT if n in photos]
-    if len(held_out) < 1 or len(photos) - len(held_out) < 2:
+    held_out = [n for n in held_out if n in photos]
+    train = [n for n in photos if n not in held_out and (train is None or n in train)]
+    if len(held_out) < 1 or len(train) < 2:
         raise DemoError(f'scikit-image provides too few photos offline ({sorted(photos)}); use dupru-prepare on '
                         'your own images and the options in options/train/tiny instead.')
     folders = {}
-    for split, names in (('train', [n for n in photos if n not in held_out]),
-                         ('val', held_out)):
+    for split, names in (('train', train), ('val', held_out)):
         source = osp.join(data_dir, 'source', split)
         os.makedirs(source, exist_ok=True)
         for name in names:

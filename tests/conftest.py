@@ -12,6 +12,9 @@ import dupru_basicsr  # noqa: F401  (shims before basicsr)
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_DUPRU = osp.join(REPO, 'options', 'train', 'tiny', 'train_MSRResNet_x4_tiny_DUPru.yml')
 TEST_DATASETS = ('train', 'val')
+# the suite's split of scikit-image's colour photos: small ones, so that every validation is quick
+TEST_TRAIN_PHOTOS = ('coffee', 'rocket', 'immunohistochemistry', 'hubble_deep_field', 'motorcycle')
+TEST_VAL_PHOTOS = ('astronaut', 'chelsea')
 # On CI (env CI set, as GitHub Actions and .ci/run do) a skipped test fails the run, unless its skip reason names one
 # of these: tests that need CUDA, or that only matter without it, cannot all run on one machine. Data is never a
 # reason: the suite makes its own.
@@ -34,15 +37,16 @@ def _prepared_split(name):
         if _data_root is None:
             raise RuntimeError('the test data is made inside a pytest session (fixture _session_data_root)')
         from dupru_basicsr.demo import prepare_data
-        _prepared.update(prepare_data(str(_data_root), progress=False, subimages=False))
+        _prepared.update(prepare_data(str(_data_root), progress=False, subimages=False, held_out=TEST_VAL_PHOTOS,
+                                      train=TEST_TRAIN_PHOTOS))
     return _prepared[name]
 
 
 def shared_dataset(name):
     """Folder of test dataset `name`, made once per test session (shared by its tests) from scikit-image's photos
     by the demo's data preparation (`dupru-prepare`, MATLAB-style bicubic x4), in BasicSR's layout `GTmod4/` +
-    `LRbicx4/`: 'train' holds 5 whole photos (400x600 to 872x1000), 'val' the demo's 2 held-out photos
-    (astronaut 512x512, chelsea 300x448)."""
+    `LRbicx4/`: 'train' holds 5 whole photos (400x600 to 872x1000), 'val' 2 others (astronaut 512x512,
+    chelsea 300x448)."""
     return _prepared_split(name)['out']
 
 

@@ -2,9 +2,11 @@
 import math
 import os.path as osp
 import pytest
+import yaml
 
-from dupru_basicsr.demo import DemoError, main, run_demo
+from dupru_basicsr.demo import HELD_OUT, DemoError, main, run_demo
 from dupru_basicsr.pruning import num_to_remove
+from dupru_basicsr.report.results import MEAN_ROW
 
 
 def test_demo_tiny_budget_end_to_end(tmp_path, capsys):
@@ -13,20 +15,36 @@ def test_demo_tiny_budget_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert table in printed and 'report.html' in printed
     rows = [line.split() for line in table.splitlines()[2:]]
-    assert [r[0] for r in rows] == ['stock', 'upru', 'dupru']
+    assert [r[0] for r in rows] == ['stock', 'upru', 'dupru', 'dupru_gradual']
     for r in rows:
         assert all(math.isfinite(float(v)) for v in r[1:5])  # PSNR/SSIM RGB and Y
         assert float(r[1]) > 20 and 0 < float(r[2]) < 1
-    # DUPru's body sparsity is the configured one: 2 rounds at 30 % -> one prune of each 2304-weight layer
+    # every pruned run lands on the configured body sparsity: 2 rounds -> one prune of 30 % of each 2304-weight layer,
+    # and the gradual run's final step prunes each layer to 30 %
     stats = {s['label']: s for s in results.model_stats}
     expected = num_to_remove(2304, 30) / 2304
-    assert stats['dupru']['body_sparsity'] == pytest.approx(expected, abs=1e-12)
-    assert stats['upru']['body_sparsity'] == pytest.approx(expected, abs=1e-12)
+    for label in ('upru', 'dupru', 'dupru_gradual'):
+        assert stats[label]['body_sparsity'] == pytest.approx(expected, abs=1e-12), label
     assert stats['stock']['body_sparsity'] < 0.01
     assert f'{100 * expected:13.2f}%' in table
+    # the scored images are every colour photo training does not use, and no training photo
+    val = sorted(p.stem for p in (out / 'data' / 'source' / 'val').iterdir())
+    train = sorted(p.stem for p in (out / 'data' / 'source' / 'train').iterdir())
+    assert val == sorted(HELD_OUT) and not set(val) & set(train) and len(val) + len(train) == 8
+    assert {r['image'] for r in results.rows if r['image'] != MEAN_ROW} == set(val)
+    # all runs had the same budget; stock ran one cosine over it
+    for label in ('stock', 'upru', 'dupru', 'dupru_gradual'):
+        with open(out / 'options' / f'demo_{label}.yml') as f:
+            opt = yaml.safe_load(f)
+        assert opt['train']['total_iter'] == 10, label
+    with open(out / 'options' / 'demo_stock.yml') as f:
+        assert yaml.safe_load(f)['train']['scheduler']['periods'] == [10]
+    with open(out / 'report' / 'report.md', encoding='utf-8') as f:
+        md = f.read()
+    assert md.index('fig4_psnr_vs_kept.png') < md.index('## Runs')
     for name in ('report.html', 'report.md', 'results.csv', 'results.json'):
         assert osp.getsize(out / 'report' / name) > 0
-    for method in ('stock', 'upru', 'dupru'):
+    for method in ('stock', 'upru', 'dupru', 'dupru_gradual'):
         assert osp.isfile(out / 'experiments' / f'demo_{method}' / 'models' / 'net_g_latest.pth')
 
 

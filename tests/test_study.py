@@ -1,0 +1,137 @@
+"""`dupru-study`: its recipes are an equal-budget comparison, its summary measures every row against the better stock
+baseline, and the smoke preset runs end to end (with two worker processes) and resumes without retraining."""
+import json
+import os
+import shutil
+
+import pytest
+
+from dupru_basicsr.experiments import make_options
+from dupru_basicsr.pruning import num_to_remove, rate_for_sparsity
+from dupru_basicsr.report.results import MEAN_ROW, CompareResults
+from dupru_basicsr.study import PRESETS, best_sparse, main, recipes, summarise
+
+from conftest import shared_dataset, shared_pair
+
+DATA = {'train': {'gt_sub': 'gt', 'lr_sub': {4: 'lr'}}, 'val': {'gt': 'vgt', 'lr': {4: 'vlr'}}}
+
+
+def test_rate_for_sparsity_lands_on_the_target_after_the_prunes():
+    for sparsity, prunes in ((0.9, 4), (0.95, 4), (0.3, 1), (0.5, 7)):
+        rate = rate_for_sparsity(sparsity, prunes)
+        assert (1 - rate / 100)**prunes == pytest.approx(1 - sparsity, rel=1e-12)
+    with pytest.raises(ValueError):
+        rate_for_sparsity(1.0, 4)
+
+
+@pytest.mark.parametrize('name', ['cpu-small', 'cpu-medium'])
+def test_every_recipe_has_the_same_budget_and_its_target_sparsity(name):
+    preset = PRESETS[name]
+    total = preset['rounds'] * preset['iters']
+    runs = recipes(preset)
+    labels = [label for label, *_ in runs]
+    assert labels[:3] == ['stock_E', 'stock_TxE_restart', 'stock_TxE_cosine']
+    for tag in ('90', '95'):
+        assert {f'{r}_{tag}' for r in ('dupru_gradual', 'imp_gradual', 'dupru_lr', 'upru_lr', 'dupru_init',
+                                       'upru_init')} <= set(labels)
+    for label, method, kwargs in runs:
+        opt = make_options(method, DATA, preset, label, 0, **kwargs)
+        sched = opt['train']['scheduler']
+        assert opt['train']['total_iter'] == (preset['iters'] if label == 'stock_E' else total), label
+        pruning = opt.get('pruning')
+        if label == 'stock_TxE_restart':
+            assert sched['periods'] == [preset['iters']] * preset['rounds']
+        elif label in ('stock_TxE_cosine', 'stock_E') or 'gradual' in label:
+            assert sched['periods'] == [opt['train']['total_iter']], label  # one cosine over the run
+        else:
+            assert sched['periods'] == [preset['iters']], label  # DUPruModel restarts it every round
+        if pruning is None:
+            assert label.startswith('stock') and opt['model_type'] == 'SRModel'
+            continue
+        target = int(label.rsplit('_', 1)[1]) / 100
+        assert pruning['method'] == label.split('_')[0]
+        if 'gradual' in label:
+            assert pruning['final_sparsity'] == target and pruning['rewind'] == 'none'
+        else:
+            # T - 1 prunes of `rate` % of the survivors of a 32x32x3x3 layer: within one weight of the target
+            kept = 9216
+            for _ in range(preset['rounds'] - 1):
+                kept -= num_to_remove(kept, pruning['rate'])
+            assert abs(kept - 9216 * (1 - target)) <= preset['rounds'], (label, kept)
+            assert pruning['rewind'] == label.split('_')[1] and pruning['rounds'] == preset['rounds']
+
+
+def _results(psnr_y):
+    """A CompareResults with the given mean Y-PSNR per (label, dataset)."""
+    rows, stats = [], {}
+    for (label, ds), value in psnr_y.items():
+        rows.append({'label': label, 'dataset': ds, 'image': MEAN_ROW, 'psnr_y': value, 'psnr_rgb': value - 1,
+                     'ssim_y': 0.8})
+        zeros = 0 if label.startswith('stock') else 90
+        stats[label] = {'label': label, 'body_sparsity': zeros / 100, 'nonzero_params': 130 - zeros, 'params': 130,
+                        'compressed_bytes': 1000 - 5 * zeros, 'dense_bytes': 1000}
+    return CompareResults(models=[], datasets=[], rows=rows, model_stats=list(stats.values()))
+
+
+def test_summary_measures_each_dataset_against_its_better_stock_row():
+    labels = ('stock_E', 'stock_TxE_restart', 'stock_TxE_cosine', 'dupru_lr_90', 'dupru_gradual_90')
+    runs = [(label, None, None) for label in labels]
+    values = {
+        'stock_E': (29.0, 27.0), 'stock_TxE_restart': ((30.0, 30.2), (28.0, 28.0)),
+        'stock_TxE_cosine': ((30.1, 30.1), (27.9, 27.9)), 'dupru_lr_90': ((30.0, 30.0), (27.95, 27.95)),
+        'dupru_gradual_90': ((30.2, 30.1), (27.6, 27.7))}
+    psnr = {}
+    for label, (a, b) in values.items():
+        for seed in ((0, ) if label == 'stock_E' else (0, 1)):
+            psnr[(f'{label}_s{seed}', 'A')] = a if isinstance(a, float) else a[seed]
+            psnr[(f'{label}_s{seed}', 'B')] = b if isinstance(b, float) else b[seed]
+    table, best_stock = summarise(_results(psnr), runs, ['A', 'B'])
+    # A: restart 30.1 = cosine 30.1 (either), B: restart 28.0 beats cosine 27.9
+    assert best_stock['B'] == 'stock_TxE_restart'
+    assert table['stock_TxE_restart']['A_psnr_y'] == pytest.approx(30.1)
+    assert table['stock_TxE_restart']['A_psnr_y_spread'] == pytest.approx(0.2)
+    assert table['dupru_lr_90']['B_psnr_y_vs_stock'] == pytest.approx(-0.05)
+    assert table['dupru_gradual_90']['A_psnr_y_vs_stock'] == pytest.approx(0.05)
+    assert table['dupru_gradual_90']['B_psnr_y_vs_stock'] == pytest.approx(-0.35)
+    assert table['stock_E']['seeds'] == [0] and table['dupru_lr_90']['seeds'] == [0, 1]
+    assert table['dupru_lr_90']['body_sparsity'] == pytest.approx(0.9)
+    assert table['dupru_lr_90']['model_sparsity'] == pytest.approx(90 / 130)
+    # best by mean Y-PSNR over the datasets: lr (30.0 + 27.95) beats gradual (30.15 + 27.65)
+    assert best_sparse(table, ['A', 'B']) == {'90': 'dupru_lr_90'}
+
+
+def test_smoke_study_end_to_end_resumes_without_training_again(tmp_path, capsys):
+    data_root = tmp_path / 'sets'
+    gt, lr = shared_pair('val')
+    shutil.copytree(gt, data_root / 'Held' / 'GTmod12')
+    shutil.copytree(lr, data_root / 'Held' / 'LRbicx4')
+    out = tmp_path / 'study'
+    argv = ['--preset', 'smoke', '--train-hr', os.path.join(shared_dataset('train'), 'GTmod4'), '--data-root',
+            str(data_root), '--datasets', 'Held', '--out', str(out), '--jobs', '2', '--no-progress']
+    assert main(argv) == 0
+    with open(out / 'study.json') as f:
+        first = json.load(f)
+    table = first['table']
+    assert first['best_stock']['Held'] in ('stock_TxE_restart', 'stock_TxE_cosine')
+    assert table[first['best_stock']['Held']]['Held_psnr_y_vs_stock'] == 0
+    # seeds: 0 for all; the extra seed 1 for both T x E stock rows and the best sparse recipe of each level
+    assert first['decisive'][:2] == ['stock_TxE_restart', 'stock_TxE_cosine'] and len(first['decisive']) == 4
+    for label, row in table.items():
+        assert row['seeds'] == ([0, 1] if label in first['decisive'] else [0]), label
+        if not label.startswith('stock'):
+            target = int(label.rsplit('_', 1)[1]) / 100
+            assert row['body_sparsity'] == pytest.approx(target, abs=0.01), label
+            assert 0 < row['model_sparsity'] < row['body_sparsity']
+            assert row['compressed_bytes'] < row['dense_bytes']
+    assert len(first['train_seconds']) == 15 + 4
+    md = (out / 'study.md').read_text()
+    assert '| dupru_gradual_75 |' in md and 'Δ vs better stock' in md and '% target: best recipe' in md
+    assert (out / 'report' / 'report.html').is_file()
+    # a rerun trains nothing and gives the same table
+    stamps = {p: p.stat().st_mtime_ns for p in (out / 'experiments').rglob('net_g_latest.pth')}
+    assert len(stamps) == 19
+    assert main(argv) == 0
+    with open(out / 'study.json') as f:
+        second = json.load(f)
+    assert second['train_seconds'] == {} and second['table'] == table
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
