@@ -197,11 +197,20 @@ def format_markdown(table, best_stock, decisive, datasets, preset, train_seconds
 
 
 def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_root='datasets',
-              datasets=('Set5', 'Set14'), out='results/study', seeds=None, progress=True, jobs=1, extra_seeds=None):
+              datasets=('Set5', 'Set14'), out='results/study', seeds=None, progress=True, jobs=1, extra_seeds=None,
+              iters=None, only=None):
+    """Train and evaluate the study (see the module docstring). `iters` overrides the preset's E (the gradual
+    schedule scales with it); `only` keeps these recipe labels (and both T x E stock rows, the baseline)."""
     import torch
 
     from dupru_basicsr.report.build import compare
     preset = dict(PRESETS[preset_name])
+    if iters is not None:
+        if iters < 1:
+            raise StudyError(f'--iters {iters}: the iterations per round E must be >= 1.')
+        scale = iters / preset['iters']
+        preset['gradual'] = {k: max(1, round(v * scale)) for k, v in preset['gradual'].items()}
+        preset['iters'] = iters
     seeds = tuple(preset['seeds'] if seeds is None else seeds)
     extra_seeds = tuple(preset['extra_seeds'] if extra_seeds is None else extra_seeds)
     if not seeds or set(seeds) & set(extra_seeds):
@@ -209,6 +218,13 @@ def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_ro
                          'extra seeds that are not among the seeds.')
     if jobs < 1:
         raise StudyError(f'--jobs {jobs}: must be >= 1.')
+    runs = recipes(preset)
+    if only:
+        unknown = sorted(set(only) - {label for label, *_ in runs})
+        if unknown:
+            raise StudyError(f'--recipes {" ".join(unknown)}: not a recipe of preset {preset_name} (recipes: '
+                             f'{", ".join(label for label, *_ in runs)}).')
+        runs = [r for r in runs if r[0] in set(only) | set(STOCK_TXE)]
     for ds in datasets:
         if not osp.isdir(osp.join(data_root, ds)):
             raise StudyError(f'{osp.join(data_root, ds)} does not exist; pass --data-root with '
@@ -225,14 +241,15 @@ def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_ro
     val = {'gt': osp.join(data_root, datasets[0], 'GTmod12'), 'lr': {4: osp.join(data_root, datasets[0], 'LRbicx4')}}
     data = {'train': train, 'val': val}
     gpus = 1 if torch.cuda.is_available() else 0
-    runs = recipes(preset)
+
+    # runs with another E are other experiments: they get their own names (a rerun must not take one for the other)
+    prefix = f'study_{preset_name}' + ('' if iters is None else f'_E{iters}')
 
     def plan(labels_seeds):
         planned = []
         for label, seed in labels_seeds:
             method, kwargs = next((m, kw) for name, m, kw in runs if name == label)
-            opt = make_options(method, data, preset, f'study_{preset_name}_{label}_s{seed}', gpus, seed=seed,
-                               **kwargs)
+            opt = make_options(method, data, preset, f'{prefix}_{label}_s{seed}', gpus, seed=seed, **kwargs)
             opt['datasets']['val']['name'] = datasets[0]
             planned.append((f'{label}_s{seed}', opt))
         return planned
@@ -277,6 +294,10 @@ def main(argv=None):
     parser.add_argument('--extra-seeds', nargs='*', type=int, default=None,
                         help='more seeds for the stock T x E rows and the best sparse recipes (default: preset; '
                         'give none to skip)')
+    parser.add_argument('--iters', type=int, default=None,
+                        help="iterations per round E (default: the preset's; the budget is T x E)")
+    parser.add_argument('--recipes', nargs='+', default=None,
+                        help='only these recipes (the two T x E stock rows are always trained: they are the baseline)')
     parser.add_argument('--jobs', type=int, default=1,
                         help='runs trained at once, each with cpu_count // jobs threads (2 is faster on 2 cores)')
     parser.add_argument('--out', default='results/study')
@@ -288,7 +309,7 @@ def main(argv=None):
 
     def run():
         run_study(args.preset, args.train_hr, args.data_root, args.datasets, args.out, args.seeds,
-                  not args.no_progress, args.jobs, args.extra_seeds)
+                  not args.no_progress, args.jobs, args.extra_seeds, args.iters, args.recipes)
 
     return run_command('dupru-study', run, (StudyError, CompareError, PrepareError))
 

@@ -135,3 +135,15 @@ def test_smoke_study_end_to_end_resumes_without_training_again(tmp_path, capsys)
         second = json.load(f)
     assert second['train_seconds'] == {} and second['table'] == table
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_unknown_recipe_and_bad_iters_are_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / 'study'
+    base = ['--preset', 'smoke', '--train-hr', str(tmp_path), '--data-root', str(tmp_path), '--datasets', '.',
+            '--out', str(out)]
+    assert main(base + ['--recipes', 'dupru_gradual_50', 'dupru_magic_50']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('dupru-study: error: --recipes dupru_magic_50: not a recipe') and 'imp_gradual_75' in err
+    assert main(base + ['--iters', '0']) == 2
+    assert '--iters 0' in capsys.readouterr().err
+    assert not out.exists()
