@@ -109,7 +109,7 @@ def train_runs(planned, root, jobs, progress):
             seconds = done[label][1]
             print(f'[{n}/{len(planned)}] {label}: ' + ('already trained' if seconds is None else f'{seconds:.0f} s'),
                   flush=True)
-    return done
+    return {label: done[label] for label, _ in planned}  # in plan order, whichever finished first
 
 
 def summarise(results, runs, datasets):
