@@ -11,9 +11,9 @@
    with PSNR against the share of body weights kept.
 
 On a CPU it uses an MSRResNet of 16 features and 16 blocks (the body holds 77 % of the weights, as in MSRResNet) and
-finishes in about ten minutes on 2 cores; with CUDA it uses the full network (64 features, 16 blocks) and a longer
-schedule. `--budget` picks a preset or sets the iterations per round. Checkpoints are written atomically, so Ctrl-C
-leaves complete ones behind; rerunning resumes where it stopped.
+5 rounds x 300 iterations per run (the README gives a measured time); with CUDA it uses the full network (64
+features, 16 blocks) and a longer schedule. `--budget` picks a preset or sets the iterations per round. Checkpoints
+are written atomically, so Ctrl-C leaves complete ones behind; rerunning resumes where it stopped.
 """
 import argparse
 import os
