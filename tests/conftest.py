@@ -20,6 +20,27 @@ TEST_VAL_PHOTOS = ('astronaut', 'chelsea')
 # reason: the suite makes its own.
 ALLOWED_SKIP_REASONS = ('CUDA', )
 
+
+
+def devices_under_test():
+    """The devices the device-parametrised tests run on: `DUPRU_TEST_DEVICES` (comma-separated, e.g. `cuda` for
+    bench/gpu_check.py), else the CPU and, listed always so that a CPU-only run shows what it did not test, CUDA."""
+    return [d.strip() for d in os.environ.get('DUPRU_TEST_DEVICES', 'cpu,cuda').split(',') if d.strip()]
+
+
+def device_params():
+    """pytest params for `@pytest.mark.parametrize('device', device_params())`: a CUDA param skips, with a reason
+    naming CUDA (allowed on CI), where no CUDA device is present."""
+    import torch
+    params = []
+    for name in devices_under_test():
+        marks = [pytest.mark.devices]
+        if name.startswith('cuda') and not torch.cuda.is_available():
+            marks.append(pytest.mark.skip(reason='needs CUDA (no CUDA device here; bench/gpu_check.py runs it)'))
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params
+
+
 _data_root = None  # a session folder (set by _session_data_root); the data is made there on first use
 _prepared = {}  # split -> the folders `dupru_basicsr.prepare.prepare` wrote
 
