@@ -15,8 +15,8 @@ PER_LAYER = 16 * 16 * 9  # tiny MSRResNet body conv
 def _pruned_opt(name, method, **kw):
     pruning = {'method': method, 'rounds': ROUNDS, 'iters_per_round': E, 'rate': RATE}
     pruning.update(kw.pop('pruning', {}))
-    return tiny_options(name, 'DUPruModel', pruning=pruning, total_iter=ROUNDS * E, val_freq=E, save_freq=2,
-                        ema_decay=kw.pop('ema_decay', 0.9), **kw)
+    return tiny_options(name, 'DUPruModel', pruning=pruning, total_iter=ROUNDS * E, val_freq=E,
+                        save_freq=kw.pop('save_freq', 2), ema_decay=kw.pop('ema_decay', 0.9), **kw)
 
 
 def _load(path):
@@ -248,3 +248,42 @@ def test_dupru_model_starts_from_the_same_w0_as_srmodel_with_the_same_seed():
     pruned = first_weights('DUPruModel', {'rounds': ROUNDS, 'iters_per_round': E})
     assert list(stock) == list(pruned)
     assert all(torch.equal(stock[k], pruned[k]) for k in stock)
+
+
+@pytest.mark.parametrize('schedule', ['rounds', 'gradual'])
+def test_ema_is_masked_when_the_masks_change_not_every_step_and_its_pruned_entries_stay_zero(run_train, monkeypatch,
+                                                                                            schedule):
+    from dupru_basicsr.plugin.model import DUPruModel
+    from dupru_basicsr.pruning import Pruner
+    calls, in_step = [], []
+    apply_mask, optimize = Pruner.apply_mask, DUPruModel.optimize_parameters
+
+    def counted_apply_mask(self, module=None):
+        calls.append(bool(in_step))
+        return apply_mask(self, module)
+
+    def optimize_parameters(self, current_iter):
+        in_step.append(current_iter)
+        try:
+            optimize(self, current_iter)
+        finally:
+            in_step.pop()
+
+    monkeypatch.setattr(Pruner, 'apply_mask', counted_apply_mask)
+    monkeypatch.setattr(DUPruModel, 'optimize_parameters', optimize_parameters)
+    if schedule == 'rounds':
+        opt = _pruned_opt('ema_rounds', 'dupru', save_freq=1)
+    else:
+        opt = tiny_options('ema_gradual', 'DUPruModel', total_iter=12, val_freq=12, save_freq=1, ema_decay=0.9,
+                           pruning={'schedule': 'gradual', 'rounds': 1, 'iters_per_round': 12, 'start_iter': 2,
+                                    'end_iter': 10, 'final_sparsity': 0.8, 'frequency': 4, 'rewind': 'none'})
+    _, exp = run_train(opt)
+    assert True not in calls  # never inside a training step
+    assert calls.count(False) >= 2  # but at every prune
+    for it in range(1, 13):
+        masks = _load(osp.join(exp, 'training_states', f'{it}.state'))['pruning']['pruner']['keep_masks']
+        ema = _body(_load(osp.join(exp, 'models', f'net_g_{it}.pth'))['params_ema'])
+        for name, w in ema.items():
+            assert torch.equal(w[~masks[name]], torch.zeros(int((~masks[name]).sum()))), (it, name)
+        if it > 10:
+            assert all(int((~m).sum()) > 0 for m in masks.values())

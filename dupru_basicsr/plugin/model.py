@@ -149,9 +149,10 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
         super().update_learning_rate(self.rounds.local_iter(current_iter), warmup_iter)
 
     def optimize_parameters(self, current_iter):
-        super().optimize_parameters(current_iter)  # the optimizer hooks keep pruned/frozen entries in place
-        if self.ema_decay > 0:
-            self.pruner.apply_mask(self.get_bare_model(self.net_g_ema))
+        # The optimizer hooks keep pruned/frozen entries in place. The EMA needs no masking here: an entry that is
+        # 0.0 in both networks stays 0.0 (decay * 0 + (1 - decay) * 0), and it is masked whenever the masks change
+        # (round start: copied from the rewound net; gradual prune; resume).
+        super().optimize_parameters(current_iter)
         if self.rounds.round == 0 and self.rounds.is_snapshot_iter(current_iter):
             self.pruner.snapshot()  # late rewinding point W_k
         if self.rounds.is_round_end(current_iter):

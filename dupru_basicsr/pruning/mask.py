@@ -74,8 +74,10 @@ class Mask:
         atomic_save({'keep_masks': self.state_dict()}, path)
 
     @classmethod
-    def load(cls, path):
-        data = load_checkpoint(path)
+    def load(cls, path, device='cpu'):
+        """The masks of a mask file, on `device` (e.g. that of the model's parameters; a Pruner given these masks
+        moves them to its targets' device anyway)."""
+        data = load_checkpoint(path, map_location=device)
         if not isinstance(data, dict) or 'keep_masks' not in data:
             raise ValueError(f'{path} is not a mask file (no "keep_masks" entry).')
         return cls(data['keep_masks'])

@@ -16,6 +16,10 @@ class Pruner:
     - `prune(rate)`: new keep-masks from the current |W| of the survivors (layer or global scope), applied at once.
     - `snapshot()`: records the rewind point (all parameters and buffers, e.g. W0 before training).
     - `rewind(mode)`: init/iter -> rewind point ⊙ mask, none -> current weights ⊙ mask, reinit -> a fresh state ⊙ mask.
+    - masks live on the targets' device and follow them: after `model.to()` / `.cuda()` the next prune, mask
+      application or step moves them (a cheap device comparison, no device work when nothing moved);
+    - under torch.distributed, `prune` is collective: every rank computes its masks from its own (synchronised)
+      weights, then one small all-reduce of a mask checksum checks that all ranks agree (`check_masks_agree`).
     - `attach(optimizer)`: optimizer hooks; before each step the frozen set is decided from the current weights
       (freeze rule of `method`, plus every pruned entry) and its gradients are zeroed; after the step frozen entries
       get back their exact previous value and pruned entries are exactly 0.0, whatever the optimizer does. Both
@@ -60,16 +64,25 @@ class Pruner:
         """Remove `rate` % of the surviving target weights (smallest |W|), or as many as bring the pruned fraction
         (per tensor, or over all targets with global scope) to `sparsity`. Returns the thresholds used."""
         with torch.no_grad():
+            self._follow_params()
             self.mask, self.last_thresholds = self.threshold_scope(self.params, self.mask, rate, sparsity)
             self.apply_mask()
+        check_masks_agree(self.mask)
         return self.last_thresholds
 
     def apply_mask(self, module=None):
         """Zero the pruned entries of `module` (default: the pruned model; pass e.g. an EMA copy of it)."""
         params = self.params if module is None else select_targets(module, self.targets)
+        self._follow_params()
         with torch.no_grad():
             # bits * keep: exactly masked_fill_(~keep, 0.0), vectorised (see before_step)
             torch._foreach_mul_([_bits(p.detach()) for p in params.values()], [self.mask[n] for n in params])
+
+    def _follow_params(self):
+        """Move the masks to the targets' device when the model moved (model.to(), .cuda(), a Mask loaded on the
+        CPU): a new Mask object, so the fused step's buffers are rebuilt. Compares devices only (no device work)."""
+        if any(self.mask[n].device != p.device for n, p in self.params.items()):
+            self.mask = Mask(OrderedDict((n, self.mask[n].to(p.device)) for n, p in self.params.items()))
 
     # ----------------------------------------------------------------------------------------------- rewinding
     def snapshot(self):
@@ -102,6 +115,7 @@ class Pruner:
         pointers is cheap and needs no device work; load_state_dict and rewinds copy in place and keep them."""
         flat = self._flat_targets
         if flat is None or not flat.matches(self.mask, self.params):
+            self._follow_params()  # a model moved to another device has new storage: checked only then
             flat = self._flat_targets = _FlatTargets(self.params, self.mask)
         return flat
 
@@ -227,10 +241,48 @@ class Pruner:
         if list(state['keep_masks']) != list(self.params):
             raise ValueError('Pruning state was saved for other target parameters; resume with the same targets.')
         self.mask.load_state_dict(state['keep_masks'])
+        self._follow_params()
         device = next(iter(self.params.values())).device
         self.rewind_state = None if state['rewind_state'] is None else OrderedDict(
             (k, v.to(device)) for k, v in state['rewind_state'].items())
         self.last_thresholds = dict(state.get('thresholds') or {})
+
+
+def mask_checksum(mask):
+    """A small int64 tensor that differs between two masks with different kept entries (almost surely): per tensor,
+    the number of kept entries and the sum of a hash of their positions, on the masks' device."""
+    sums = []
+    for _, m in mask.items():
+        flat = m.reshape(-1)
+        # a non-linear 31-bit hash of the position (a linear one would give a+b == c+d collisions); products stay
+        # below 2**62 and sums below 2**63 up to ~4 * 10**9 entries
+        h = (torch.arange(flat.numel(), device=flat.device, dtype=torch.int64) * 1103515245 + 12345) % 2**31
+        h = h ^ (h >> 16)
+        h = (h * 1597334677) % 2**31
+        weights = h ^ (h >> 13)
+        sums.append(torch.stack([flat.sum(dtype=torch.int64), (weights * flat).sum()]))
+    return torch.cat(sums)
+
+
+def check_masks_agree(mask, group=None):
+    """Under torch.distributed (world size > 1), check that every rank holds the same masks: one all-reduce of
+    [checksum, -checksum] with MAX (max == min on every entry when all agree). Raises RuntimeError on every rank
+    when they differ (ranks whose weights drifted apart, e.g. a seed per rank before DDP synchronised them).
+    A no-op without torch.distributed."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) < 2:
+        return
+    checksum = mask_checksum(mask)
+    if dist.get_backend(group) == 'nccl' and checksum.device.type != 'cuda':
+        checksum = checksum.cuda()
+    both = torch.cat([checksum, -checksum])
+    dist.all_reduce(both, op=dist.ReduceOp.MAX, group=group)
+    n = checksum.numel()
+    if not torch.equal(both[:n], -both[n:]):
+        raise RuntimeError(f'The pruning masks differ between the {dist.get_world_size(group)} ranks (rank '
+                           f'{dist.get_rank(group)} of them): the ranks pruned different weights. Every rank must '
+                           'hold the same weights when it prunes (DDP synchronises them; load the same checkpoint on '
+                           'every rank and do not change the weights of one rank).')
 
 
 _BIT_TYPES = {2: torch.int16, 4: torch.int32, 8: torch.int64}
