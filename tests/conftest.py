@@ -21,7 +21,6 @@ TEST_VAL_PHOTOS = ('astronaut', 'chelsea')
 ALLOWED_SKIP_REASONS = ('CUDA', )
 
 
-
 def devices_under_test():
     """The devices the device-parametrised tests run on: `DUPRU_TEST_DEVICES` (comma-separated, e.g. `cuda` for
     bench/gpu_check.py), else the CPU and, listed always so that a CPU-only run shows what it did not test, CUDA."""

@@ -343,3 +343,31 @@ def test_non_finite_weights_with_finite_loss_stop_before_validation_and_save(run
     _assert_last_good(exp, 6, 8)
     assert osp.isfile(osp.join(exp, 'models', 'net_g_round1_best.pth'))
     assert not osp.exists(osp.join(exp, 'models', 'net_g_round2_best.pth'))
+
+
+def test_training_states_load_onto_the_cpu_even_where_cuda_is_present(run_train, monkeypatch, tmp_path):
+    """Adam's `step` stays on the device it was loaded to: a state loaded onto a GPU would cost the non-fused Adam a
+    host sync per parameter per step. dupru-train's loader and the import-time shim of basicsr.train both load onto
+    the CPU, with CUDA present too (here pretended: asking for the current CUDA device fails the test)."""
+    import basicsr.train
+
+    from dupru_basicsr.plugin import shims
+    from dupru_basicsr.plugin.resume import load_resume_state
+    opt = tiny_options('cpu_state', 'DUPruModel', pruning={'rounds': 2, 'iters_per_round': 2, 'rate': 30},
+                       total_iter=4, val_set=None, save_freq=2, ema_decay=0.9)
+    run_train(opt)
+
+    def no_gpu_mapping(*args, **kwargs):
+        raise AssertionError('a training state was mapped onto a CUDA device')
+
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'current_device', no_gpu_mapping)
+    monkeypatch.chdir(tmp_path)
+    run_opt = {'name': 'cpu_state', 'num_gpu': 1, 'auto_resume': True, 'rank': 0, 'dist': False,
+               'path': {'resume_state': None, 'pretrain_network_g': None}}
+    for load in (load_resume_state, shims.load_resume_state_cpu_safe):
+        state = load(dict(run_opt, path=dict(run_opt['path'])))
+        assert state['iter'] == 4
+        steps = [s['step'] for o in state['optimizers'] for s in o['state'].values()]
+        assert steps and all(s.device.type == 'cpu' for s in steps)
+    assert basicsr.train.load_resume_state in (shims.load_resume_state_cpu_safe, load_resume_state)

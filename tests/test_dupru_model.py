@@ -251,8 +251,7 @@ def test_dupru_model_starts_from_the_same_w0_as_srmodel_with_the_same_seed():
 
 
 @pytest.mark.parametrize('schedule', ['rounds', 'gradual'])
-def test_ema_is_masked_when_the_masks_change_not_every_step_and_its_pruned_entries_stay_zero(run_train, monkeypatch,
-                                                                                            schedule):
+def test_ema_is_masked_when_the_masks_change_not_every_step_and_its_zeros_stay(run_train, monkeypatch, schedule):
     from dupru_basicsr.plugin.model import DUPruModel
     from dupru_basicsr.pruning import Pruner
     calls, in_step = [], []
@@ -287,3 +286,25 @@ def test_ema_is_masked_when_the_masks_change_not_every_step_and_its_pruned_entri
             assert torch.equal(w[~masks[name]], torch.zeros(int((~masks[name]).sum()))), (it, name)
         if it > 10:
             assert all(int((~m).sum()) > 0 for m in masks.values())
+
+
+def test_reinit_draws_a_seeded_fresh_init_on_the_cpu_generator_only(monkeypatch):
+    """rewind: reinit must not touch any other random stream: the CPU generator is restored, and the CUDA
+    generators (which torch.manual_seed would reseed for good) are not reseeded."""
+    from basicsr.archs import build_network
+    from basicsr.models import build_model
+    opt = tiny_options('reinit', 'DUPruModel', pruning={'rounds': ROUNDS, 'iters_per_round': E, 'rewind': 'reinit'},
+                       total_iter=ROUNDS * E)
+    opt.update(is_train=True, dist=False, rank=0, world_size=1, auto_resume=False)
+    opt['path'] = {'models': '/nonexistent', 'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None}
+    model = build_model(opt)
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, 'manual_seed_all', lambda seed: reseeded.append(seed))
+    monkeypatch.setattr(torch.cuda, 'manual_seed', lambda seed: reseeded.append(seed))
+    cpu_state = torch.random.get_rng_state()
+    fresh = model._fresh_state(1)
+    assert reseeded == [] and torch.equal(torch.random.get_rng_state(), cpu_state)
+    torch.manual_seed(opt['manual_seed'] + 7919)
+    expected = build_network(dict(opt['network_g'])).state_dict()
+    assert all(torch.equal(fresh[k], expected[k]) for k in expected)
+    assert not torch.equal(fresh['conv_first.weight'], model._fresh_state(2)['conv_first.weight'])

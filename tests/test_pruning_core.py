@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import device_params
 from dupru_basicsr.pruning import (Mask, Pruner, RoundSchedule, num_to_remove, prune_global, prune_layerwise,
                                    select_targets)
 
@@ -27,9 +28,10 @@ class TinyNet(nn.Module):
         return self.conv_last(x)
 
 
-def _net(seed=0, nf=8, nb=2):
+def _net(seed=0, nf=8, nb=2, device='cpu'):
+    """Initialised on the CPU (the same weights on every device), then moved to `device`."""
     torch.manual_seed(seed)
-    return TinyNet(nf, nb)
+    return TinyNet(nf, nb).to(device)
 
 
 def test_select_targets_default_pattern_and_errors():
@@ -51,9 +53,10 @@ def test_num_to_remove_rounds_half_up():
     assert num_to_remove(25, 10) == 3  # 2.5 -> 3
 
 
-def test_layerwise_removes_exact_smallest_with_index_tiebreak():
-    w = torch.tensor([0.5, -0.1, 0.1, 0.3, -0.1, 2.0, 0.0, 0.7, 0.1, -0.9])
-    mask = Mask({'w': torch.ones(10, dtype=torch.bool)})
+@pytest.mark.parametrize('device', device_params())
+def test_layerwise_removes_exact_smallest_with_index_tiebreak(device):
+    w = torch.tensor([0.5, -0.1, 0.1, 0.3, -0.1, 2.0, 0.0, 0.7, 0.1, -0.9], device=device)
+    mask = Mask({'w': torch.ones(10, dtype=torch.bool, device=device)})
     new, thr = prune_layerwise({'w': w}, mask, 30)  # 3 of 10: 0.0 then the first two of the four 0.1-ties
     assert new['w'].tolist() == [True, False, False, True, True, True, False, True, True, True]
     assert thr['w'] == pytest.approx(0.1)
@@ -63,8 +66,9 @@ def test_layerwise_removes_exact_smallest_with_index_tiebreak():
     assert new2['w'].tolist() == [True, False, False, True, False, True, False, True, False, True]
 
 
-def test_survivors_follow_geometric_schedule_exactly():
-    net = _net(nf=16, nb=2)
+@pytest.mark.parametrize('device', device_params())
+def test_survivors_follow_geometric_schedule_exactly(device):
+    net = _net(nf=16, nb=2, device=device)
     pruner = Pruner(net, ['body.*.weight'], 'dupru')
     per_layer = 16 * 16 * 9
     assert per_layer == 2304
@@ -77,9 +81,10 @@ def test_survivors_follow_geometric_schedule_exactly():
             assert int((pruner.params[n] != 0).sum()) == expected
 
 
-def test_global_scope_one_threshold_over_all_layers():
-    a = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    b = torch.tensor([0.5, 0.6, 10.0, 11.0])
+@pytest.mark.parametrize('device', device_params())
+def test_global_scope_one_threshold_over_all_layers(device):
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0], device=device)
+    b = torch.tensor([0.5, 0.6, 10.0, 11.0], device=device)
     mask = Mask.ones_like({'a': a, 'b': b})
     new, thr = prune_global({'a': a, 'b': b}, mask, 50)
     assert new['a'].tolist() == [False, False, True, True]
@@ -88,7 +93,7 @@ def test_global_scope_one_threshold_over_all_layers():
     layer, _ = prune_layerwise({'a': a, 'b': b}, mask, 50)
     assert layer['a'].tolist() == [False, False, True, True] and layer['b'].tolist() == [False, False, True, True]
     # a layer-imbalanced case where the scopes differ
-    b2 = torch.tensor([10.0, 20.0, 30.0, 40.0])
+    b2 = torch.tensor([10.0, 20.0, 30.0, 40.0], device=device)
     new, _ = prune_global({'a': a, 'b': b2}, mask, 50)
     assert new['a'].sum() == 0 and new['b'].sum() == 4
 
@@ -106,8 +111,9 @@ def test_global_threshold_on_20m_elements_is_exact():
     assert all_abs[~kept].max() <= all_abs[kept].min()
 
 
-def test_freeze_rules_hand_computed_with_negative_weights():
-    w0 = torch.tensor([[0.5, -0.4, 0.0, -5e-7, 3e-7, -0.2]])
+@pytest.mark.parametrize('device', device_params())
+def test_freeze_rules_hand_computed_with_negative_weights(device):
+    w0 = torch.tensor([[0.5, -0.4, 0.0, -5e-7, 3e-7, -0.2]], device=device)
     grad = torch.full_like(w0, 1.0)
     expected = {
         # dupru: |W| < eps frozen (the zero and both tiny ones), both signs learn
@@ -118,7 +124,7 @@ def test_freeze_rules_hand_computed_with_negative_weights():
         'imp': [False, False, True, False, False, False],
     }
     for method, frozen in expected.items():
-        lin = nn.Linear(6, 1, bias=False)
+        lin = nn.Linear(6, 1, bias=False).to(device)
         with torch.no_grad():
             lin.weight.copy_(w0)
         pruner = Pruner(lin, ['weight'], method, eps=1e-6)
@@ -141,12 +147,13 @@ def test_freeze_rules_hand_computed_with_negative_weights():
 ],
                          ids=['sgd', 'sgd_momentum_wd', 'adam_wd', 'adamw'])
 @pytest.mark.parametrize('method', ['dupru', 'upru', 'imp'])
-def test_exact_zeros_and_bit_identical_frozen_values(make_opt, method):
-    net = _net(seed=1)
+@pytest.mark.parametrize('device', device_params())
+def test_exact_zeros_and_bit_identical_frozen_values(make_opt, method, device):
+    net = _net(seed=1, device=device)
     pruner = Pruner(net, ['body.*.weight'], method, eps=1e-2)  # a big eps so that some live weights freeze
     opt = make_opt(net.parameters())
     pruner.attach(opt)
-    x, y = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    x, y = torch.randn(2, 3, 8, 8).to(device), torch.randn(2, 3, 8, 8).to(device)
     for step in range(12):
         if step == 4:  # prune mid-way: momentum buffers of the now-pruned entries are non-zero
             pruner.prune(40)
@@ -165,15 +172,17 @@ def test_exact_zeros_and_bit_identical_frozen_values(make_opt, method):
         assert any(not torch.equal(p, before[n]) for n, p in pruner.params.items())
 
 
-def test_dupru_updates_negative_weights_upru_does_not():
+@pytest.mark.parametrize('device', device_params())
+def test_dupru_updates_negative_weights_upru_does_not(device):
     changed = {}
     for method in ('dupru', 'upru'):
-        net = _net(seed=2)
+        net = _net(seed=2, device=device)
         pruner = Pruner(net, ['body.*.weight'], method)
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
         pruner.attach(opt)
         w_before = pruner.params['body.0.conv1.weight'].detach().clone()
-        nn.functional.mse_loss(net(torch.randn(1, 3, 8, 8)), torch.zeros(1, 3, 8, 8)).backward()
+        x = torch.randn(1, 3, 8, 8).to(device)
+        nn.functional.mse_loss(net(x), torch.zeros(1, 3, 8, 8, device=device)).backward()
         opt.step()
         neg = w_before < 0
         changed[method] = int((pruner.params['body.0.conv1.weight'][neg] != w_before[neg]).sum())
@@ -181,8 +190,9 @@ def test_dupru_updates_negative_weights_upru_does_not():
     assert changed['dupru'] > 0.9 * int(neg.sum())
 
 
-def test_rewind_modes():
-    net = _net(seed=3)
+@pytest.mark.parametrize('device', device_params())
+def test_rewind_modes(device):
+    net = _net(seed=3, device=device)
     pruner = Pruner(net, ['body.*.weight'], 'dupru')
     pruner.snapshot()
     w0 = {k: v.clone() for k, v in net.state_dict().items()}
@@ -203,9 +213,9 @@ def test_rewind_modes():
     for k, v in net.state_dict().items():
         exp = w0[k] * mask[k] if k in pruner.params else w0[k]
         assert torch.equal(v, exp), k
-    assert torch.equal(net.running, torch.zeros(3))
+    assert torch.equal(net.running, torch.zeros(3, device=device))
 
-    fresh = _net(seed=99).state_dict()
+    fresh = _net(seed=99, device=device).state_dict()
     pruner.rewind('reinit', fresh)
     for k, v in net.state_dict().items():
         exp = fresh[k] * mask[k] if k in pruner.params else fresh[k]
@@ -215,8 +225,9 @@ def test_rewind_modes():
         pruner.rewind('reinit')
 
 
-def test_apply_mask_to_a_copy_e_g_ema():
-    net, ema = _net(seed=4), _net(seed=5)
+@pytest.mark.parametrize('device', device_params())
+def test_apply_mask_to_a_copy_e_g_ema(device):
+    net, ema = _net(seed=4, device=device), _net(seed=5, device=device)
     pruner = Pruner(net, ['body.*.weight'])
     pruner.prune(30)
     pruner.apply_mask(ema)
@@ -224,8 +235,9 @@ def test_apply_mask_to_a_copy_e_g_ema():
         assert torch.equal(p != 0, pruner.mask[n])
 
 
-def test_state_dict_round_trip_mid_training(tmp_path):
-    net = _net(seed=6)
+@pytest.mark.parametrize('device', device_params())
+def test_state_dict_round_trip_mid_training(tmp_path, device):
+    net = _net(seed=6, device=device)
     pruner = Pruner(net, ['body.*.weight'], 'upru', eps=1e-5, scope='global')
     pruner.snapshot()
     pruner.prune(25)
@@ -233,22 +245,25 @@ def test_state_dict_round_trip_mid_training(tmp_path):
     torch.save(state, tmp_path / 'p.pth')
     loaded = torch.load(tmp_path / 'p.pth', weights_only=True)
 
-    other = Pruner(_net(seed=7), ['body.*.weight'], 'upru', eps=1e-5, scope='global')
-    other.load_state_dict(loaded)
+    other = Pruner(_net(seed=7, device=device), ['body.*.weight'], 'upru', eps=1e-5, scope='global')
+    other.load_state_dict(loaded)  # saved on the CPU, loaded onto the device of the pruned model
     assert other.mask.equal(pruner.mask)
+    assert all(m.device == pruner.mask[n].device for n, m in other.mask.items())
     for k in pruner.rewind_state:
         assert torch.equal(other.rewind_state[k], pruner.rewind_state[k])
     with pytest.raises(ValueError, match="method='upru'.*'dupru'"):
         Pruner(_net(), ['body.*.weight'], 'dupru', scope='global').load_state_dict(loaded)
 
 
-def test_mask_save_load_and_stats(tmp_path):
-    m = Mask({'a': torch.tensor([True, False, False, True]), 'b': torch.tensor([[True, True], [True, False]])})
+@pytest.mark.parametrize('device', device_params())
+def test_mask_save_load_and_stats(tmp_path, device):
+    m = Mask({'a': torch.tensor([True, False, False, True], device=device),
+              'b': torch.tensor([[True, True], [True, False]], device=device)})
     assert m.num_kept() == 5 and m.numel() == 8
     assert m.sparsity() == pytest.approx(3 / 8)
     assert m.layer_sparsity() == {'a': 0.5, 'b': 0.25}
     m.save(tmp_path / 'm.pth')
-    assert Mask.load(tmp_path / 'm.pth').equal(m)
+    assert Mask.load(tmp_path / 'm.pth').equal(m)  # the saved masks (loaded on the CPU; equal compares there)
     torch.save({'x': 1}, tmp_path / 'bad.pth')
     with pytest.raises(ValueError, match='not a mask file'):
         Mask.load(tmp_path / 'bad.pth')
@@ -272,14 +287,15 @@ def test_round_schedule_boundaries_and_state():
         RoundSchedule([3, 2], rewind_iter=3)
 
 
-def test_gradual_schedule_is_cubic_and_prune_to_sparsity_is_exact():
+@pytest.mark.parametrize('device', device_params())
+def test_gradual_schedule_is_cubic_and_prune_to_sparsity_is_exact(device):
     from dupru_basicsr.pruning import GradualSchedule
     gs = GradualSchedule(start_iter=10, end_iter=50, final_sparsity=0.9, frequency=10)
     assert [i for i in range(1, 61) if gs.is_prune_iter(i)] == [10, 20, 30, 40, 50]
     assert gs.sparsity_at(5) == 0.0 and gs.sparsity_at(10) == 0.0
     assert gs.sparsity_at(30) == pytest.approx(0.9 * (1 - 0.5**3))
     assert gs.sparsity_at(50) == pytest.approx(0.9) and gs.sparsity_at(70) == pytest.approx(0.9)
-    net = _net(seed=8)
+    net = _net(seed=8, device=device)
     pruner = Pruner(net, ['body.*.weight'], 'imp')
     numel = 8 * 8 * 9
     for it in (20, 30, 40, 50):
@@ -295,8 +311,9 @@ def test_gradual_schedule_is_cubic_and_prune_to_sparsity_is_exact():
         pruner.prune()
 
 
-def test_rewind_lr_keeps_trained_weights_times_mask():
-    net = _net(seed=9)
+@pytest.mark.parametrize('device', device_params())
+def test_rewind_lr_keeps_trained_weights_times_mask(device):
+    net = _net(seed=9, device=device)
     pruner = Pruner(net, ['body.*.weight'])
     pruner.snapshot()
     with torch.no_grad():

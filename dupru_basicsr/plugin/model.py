@@ -102,8 +102,11 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
 
     def _fresh_state(self, round_idx):
         """A new random initialisation for `rewind: reinit`, identical on every DDP rank and on resume."""
+        # The network is built (and initialised) on the CPU, so only the CPU generator is seeded, inside a fork that
+        # restores it; torch.manual_seed would also reseed every CUDA generator for good (fork_rng(devices=[]) does
+        # not restore those).
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(self.opt.get('manual_seed') or 0) + 7919 * round_idx)
+            torch.default_generator.manual_seed(int(self.opt.get('manual_seed') or 0) + 7919 * round_idx)
             return build_network(deepcopy(self.opt['network_g'])).to(self.device).state_dict()
 
     def _start_round(self, round_idx):
@@ -248,6 +251,13 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
         self.pruner.load_state_dict(pruning['pruner'])
         self.round_best = {int(k): v for k, v in pruning['round_best'].items()}
         self.finetune_lr = pruning['finetune_lr']
+        # A checkout's own basicsr/train.py loads the state onto the GPU; Optimizer.load_state_dict would keep Adam's
+        # `step` there (a host sync per parameter per step for the non-fused Adam): give it CPU steps, as a state
+        # loaded by dupru-train (onto the CPU) has. Fused/capturable optimizers move them back themselves.
+        for optimizer_state in resume_state['optimizers']:
+            for param_state in optimizer_state.get('state', {}).values():
+                if torch.is_tensor(param_state.get('step')):
+                    param_state['step'] = param_state['step'].cpu()
         super().resume_training(resume_state)
         self.pruner.apply_mask()
         if self.ema_decay > 0:

@@ -7,8 +7,6 @@ The file I/O itself (atomic writes, the CRC-checked load) lives in `dupru_basics
 """
 import glob
 import os.path as osp
-import torch
-
 from dupru_basicsr.weights.io import load_checkpoint
 
 
@@ -53,7 +51,7 @@ def find_resume_state(opt):
     skipped = []
     for it, path in sorted(candidates, reverse=True):
         try:
-            state = load_training_state(path, opt.get('num_gpu', 0))
+            state = load_training_state(path)
             check_resume_pair(path, state, models_dir)
         except Exception as e:  # noqa: BLE001 - any unreadable file means: try the previous one
             reason = f'{path}: {e}'
@@ -68,17 +66,12 @@ def find_resume_state(opt):
     return None, None
 
 
-def resume_map_location(num_gpu):
-    """Where to put tensors of a resume state: the current CUDA device when the run uses GPUs, else the CPU."""
-    if num_gpu and torch.cuda.is_available():
-        device_id = torch.cuda.current_device()
-        return lambda storage, loc: storage.cuda(device_id)
-    return 'cpu'
-
-
-def load_training_state(path, num_gpu=0):
-    """Load a BasicSR training state (`*.state`) safely (CRC check, `weights_only=True`) onto the right device."""
-    return load_checkpoint(path, resume_map_location(num_gpu))
+def load_training_state(path):
+    """Load a BasicSR training state (`*.state`) safely (CRC check, `weights_only=True`) onto the CPU, whatever
+    the run's device: `Optimizer.load_state_dict` moves the optimizer's state to its parameters' device but keeps
+    Adam's `step` where it was loaded (a CUDA `step` costs the non-fused Adam a host sync per parameter per step),
+    and the pruner moves its masks and rewind state itself."""
+    return load_checkpoint(path, 'cpu')
 
 
 def _dist_world():
@@ -98,7 +91,6 @@ def load_resume_state(opt):
     """
     from basicsr.utils import check_resume
 
-    num_gpu = opt.get('num_gpu', 0)
     resume_state = None
     if opt['auto_resume']:
         rank, world_size = _dist_world()
@@ -114,7 +106,7 @@ def load_resume_state(opt):
             dist.broadcast_object_list(shared, src=0)
             path, error = shared
             if rank != 0 and path is not None:
-                resume_state = load_training_state(path, num_gpu)
+                resume_state = load_training_state(path)
         if error is not None:
             raise ResumeError(error)
         if path is not None:
@@ -122,7 +114,7 @@ def load_resume_state(opt):
     elif opt['path'].get('resume_state'):
         path = opt['path']['resume_state']
         try:
-            resume_state = load_training_state(path, num_gpu)
+            resume_state = load_training_state(path)
             if opt['path'].get('models'):
                 check_resume_pair(path, resume_state, opt['path']['models'])
         except Exception as e:  # noqa: BLE001 - name the file whatever went wrong

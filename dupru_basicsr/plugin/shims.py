@@ -8,8 +8,8 @@ What importing `dupru_basicsr` does (only fixes of what crashes; other BasicSR m
 2. `torch.load(weights_only=True)` (torch >= 2.6's default) refuses BasicSR training states (MultiStepRestartLR
    keeps a `collections.Counter`): `apply()` allows that class.
 3. `basicsr.train.load_resume_state` calls `torch.cuda.current_device()`, which raises without CUDA:
-   `patch_cpu_resume()` replaces it with `load_resume_state_cpu_safe`, the same function that maps the state onto
-   the CPU when there is no CUDA (with CUDA it is BasicSR's own). This reaches every caller of
+   `patch_cpu_resume()` replaces it with `load_resume_state_cpu_safe`, the same function that loads the state onto
+   the CPU (with CUDA too: see its docstring). This reaches every caller of
    `basicsr.train.train_pipeline`; a checkout's `python basicsr/train.py` runs its own copy (`__main__`), which
    no import can reach.
 
@@ -65,13 +65,13 @@ def allow_training_state_globals():
 
 
 def load_resume_state_cpu_safe(opt):
-    """BasicSR 1.4.2's `basicsr.train.load_resume_state`, except that without CUDA the state is mapped onto the CPU
-    (BasicSR's calls `torch.cuda.current_device()`, which raises there). With CUDA it is BasicSR's own function."""
+    """BasicSR 1.4.2's `basicsr.train.load_resume_state`, except that the state is loaded onto the CPU (BasicSR's
+    calls `torch.cuda.current_device()`, which raises without CUDA, and with CUDA puts Adam's `step` on the GPU,
+    where the non-fused Adam reads it back with a host sync per parameter per step; `Optimizer.load_state_dict`
+    moves the rest to the parameters' device)."""
     import os.path as osp
 
     from basicsr.utils import check_resume, scandir
-    if torch.cuda.is_available() and _STOCK_LOAD_RESUME_STATE is not None:
-        return _STOCK_LOAD_RESUME_STATE(opt)
     resume_state_path = None
     if opt['auto_resume']:
         state_path = osp.join('experiments', opt['name'], 'training_states')
@@ -90,25 +90,20 @@ def load_resume_state_cpu_safe(opt):
     return resume_state
 
 
-_STOCK_LOAD_RESUME_STATE = None
-
-
 def patch_cpu_resume():
-    """Import-time fix 3: `basicsr.train.load_resume_state` works without CUDA. Returns True when it is in place.
+    """Import-time fix 3: `basicsr.train.load_resume_state` loads onto the CPU. Returns True when it is in place.
 
     Does nothing while `basicsr.models` is still being imported: in a checkout registered with `dupru-register`,
     BasicSR's model scan imports `dupru_basicsr`, and `basicsr.train` cannot be imported before that scan ends
     (the checkout's `python basicsr/train.py` runs its own copy of the function anyway). Leaves alone a function
     that is not BasicSR's (e.g. `dupru-train`'s, set by `patch_basicsr`).
     """
-    global _STOCK_LOAD_RESUME_STATE
     models = sys.modules.get('basicsr.models')
     if models is None or not hasattr(models, 'build_model'):
         return False
     import basicsr.train
     current = basicsr.train.load_resume_state
     if getattr(current, '__module__', None) == 'basicsr.train':
-        _STOCK_LOAD_RESUME_STATE = current
         basicsr.train.load_resume_state = load_resume_state_cpu_safe
     return True
 
