@@ -28,14 +28,10 @@ from torch.profiler import ProfilerActivity, profile
 import dupru_basicsr  # noqa: F401
 from basicsr.archs.srresnet_arch import MSRResNet
 from dupru_basicsr.pruning import Pruner, select_targets
+from dupru_basicsr.utils.devices import synchronize as sync
 
 TARGETS = ['body.*.weight']
 RATE = 50  # a realistic mid-run state: half the body pruned
-
-
-def sync(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
 
 
 def tensor_bytes(tensors):

@@ -15,6 +15,9 @@ current directory, with what a long pruning run needs on top:
   a checkpoint there, so every round's ticket is kept and resuming never crosses a round boundary twice;
 - every checkpoint is written atomically, `--auto_resume` takes the newest *usable* training state and removes
   the temporary files a killed save left behind (`plugin.resume`, `weights.io`);
+- `deterministic: true` (a top-level option) asks for deterministic kernels, no cuDNN autotuning and no TF32, so
+  that CUDA runs repeat bit for bit (`dupru_basicsr.utils.devices`); without it CUDA runs follow BasicSR
+  (`cudnn.benchmark = True`);
 - a non-finite loss or non-finite weights stop the run with a FloatingPointError naming the iteration (and round)
   before anything else is saved, so the last good checkpoint stays the newest one.
 
@@ -42,6 +45,7 @@ from dupru_basicsr.plugin.pruning_options import check_resume_options
 from dupru_basicsr.plugin.resume import ResumeError
 from dupru_basicsr.plugin.shims import patch_basicsr, set_cpu_run
 from dupru_basicsr.utils.cli import check_basicsr_command_line, run_command
+from dupru_basicsr.utils.devices import use_deterministic_algorithms
 from dupru_basicsr.weights.io import remove_stale_temp_files
 
 
@@ -66,12 +70,14 @@ def _train_pipeline(root_path, on_iter, cleanup):
 
     opt, args = parse_options(root_path, is_train=True)
     opt['root_path'] = root_path
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = True  # as BasicSR; `deterministic: true` turns it off (checked below)
 
     # A refused start changes nothing: every check below (options, lock, resume state, data, model, resume) runs
     # before anything is written into experiments/<name>; log lines wait in memory until the log file exists.
     check_options(opt)
     check_prefetch_mode(opt)
+    if opt.get('deterministic'):
+        use_deterministic_algorithms()
     lock = lock_experiment(opt)
     if lock is not None:
         cleanup.callback(lock.release)

@@ -365,3 +365,20 @@ def test_photos_highlight_chosen_images(setup, tmp_path):
 def test_error_cuda_requested_without_cuda(setup):
     with pytest.raises(CompareError, match='CUDA is not available'):
         compare([setup['stock']], datasets=['Tiny'], data_root=setup['data_root'], device='cuda', write=False)
+
+
+def test_timing_waits_for_the_models_device_not_the_current_one(monkeypatch):
+    """With --device cuda:1 the timer must synchronise cuda:1: torch.cuda.synchronize() alone waits for the current
+    device (cuda:0), and the times would count launches only. Run on the CPU with the input placement stubbed."""
+    from types import SimpleNamespace
+
+    from dupru_basicsr.report import evaluate
+    synced = []
+    monkeypatch.setattr(torch.cuda, 'synchronize', lambda device=None: synced.append(device))
+    monkeypatch.setattr(evaluate, 'image_to_input', lambda lr, device: torch.zeros(1, 3, 4, 4))
+    net = torch.nn.Conv2d(3, 3, 1)
+    evaluate.time_models({'a': net}, [SimpleNamespace(lr=None)], torch.device('cuda', 1), repeats=2, warmup=1)
+    assert synced and all(d == torch.device('cuda', 1) for d in synced), synced
+    synced.clear()
+    evaluate.time_models({'a': net}, [SimpleNamespace(lr=None)], torch.device('cpu'), repeats=2, warmup=1)
+    assert synced == []

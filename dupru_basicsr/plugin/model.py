@@ -28,6 +28,7 @@ from dupru_basicsr.plugin.pruning_options import (PruningConfig, check_pruning_o
                                                   resume_config)
 from dupru_basicsr.plugin.registry import lookup
 from dupru_basicsr.pruning import GradualSchedule, Pruner, RoundSchedule
+from dupru_basicsr.utils.devices import use_deterministic_algorithms
 from dupru_basicsr.weights.io import atomic_save
 
 
@@ -41,6 +42,9 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
         # Check the pruning: section (and that train.total_iter and network_g fit it) before anything is built, so
         # that a bad section fails at once under any training loop, with the messages of dupru-train's check.
         self.prune_cfg = check_pruning_options(opt) if opt.get('is_train') else None
+        if opt.get('deterministic'):
+            # BasicSR's own loop (a checkout's train.py) sets cudnn.benchmark = True before it builds the model
+            use_deterministic_algorithms()
         super().__init__(opt)
 
     def init_training_settings(self):

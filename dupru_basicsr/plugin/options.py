@@ -32,6 +32,9 @@ def _check_registered(opt):
 
 def _check_devices(opt):
     import torch
+    if not isinstance(opt.get('deterministic', False), bool):
+        raise OptionError(f'deterministic is {opt["deterministic"]!r}; use true (deterministic kernels, no cuDNN '
+                          'autotuning, no TF32: CUDA runs repeat bit for bit, slower) or false.')
     num_gpu = opt.get('num_gpu', 0)
     if num_gpu in (None, 'auto'):
         return

@@ -26,7 +26,10 @@ def _remove_smallest(scores, alive, k):
     if k <= 0:
         return alive.clone(), None
     masked = torch.where(alive, scores, torch.full_like(scores, float('inf')))
-    threshold = masked.kthvalue(k).values  # stays on the device: no host copy of the weights
+    if masked.is_cuda and torch.are_deterministic_algorithms_enabled():
+        threshold = masked.sort().values[k - 1]  # CUDA's kthvalue has no deterministic kernel: it would raise
+    else:
+        threshold = masked.kthvalue(k).values  # stays on the device: no host copy of the weights
     below = alive & (masked < threshold)
     at = alive & (masked == threshold)
     need = k - below.sum()

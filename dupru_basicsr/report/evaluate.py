@@ -15,6 +15,7 @@ from basicsr.utils import img2tensor, tensor2img
 from dupru_basicsr.report import CompareError
 from dupru_basicsr.report.results import METRICS
 from dupru_basicsr.report.runs import read_checkpoint, select_state_dict, ticket_round
+from dupru_basicsr.utils.devices import synchronize
 from dupru_basicsr.weights.arch import describe_arch
 from dupru_basicsr.weights.compressed import compress_state_dict
 
@@ -77,7 +78,9 @@ def time_models(nets, images, device, repeats=5, warmup=2):
     ratios stay meaningful. Only the forward is timed (input already on the device), which is what the paper's
     Table 5 compares: pruning to zeros does not change the dense convolutions' work.
     """
-    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    def sync():
+        synchronize(device)  # the model's device (torch.cuda.synchronize() alone waits for the current one)
+
     per_image = {label: [] for label in nets}
     for image in images:
         x = image_to_input(image.lr, device)
