@@ -297,7 +297,29 @@ def test_more_gpus_than_the_machine_has(workdir):
     opt = _valid()
     opt['num_gpu'] = torch.cuda.device_count() + 1
     _refused(workdir, opt, rf'num_gpu is {opt["num_gpu"]} but this machine has \d+ CUDA device\(s\); set num_gpu: '
-             'auto')
+             r'0 for the CPU \(or --force_yml num_gpu=0\)')
+
+
+def test_num_gpu_auto_on_several_gpus_warns_of_dataparallel(monkeypatch):
+    """BasicSR turns `auto` into DataParallel over every GPU (batch and workers multiplied) when no launcher is used.
+    Pretended here: two CUDA devices."""
+    import warnings
+
+    import torch
+
+    from dupru_basicsr.plugin.option_base import OptionWarning
+    from dupru_basicsr.plugin.options import _check_devices
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    for opt, expected in (({'num_gpu': 'auto', 'dist': False}, 1), ({'num_gpu': 'auto', 'dist': True}, 0),
+                          ({'num_gpu': 1, 'dist': False}, 0)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            _check_devices(opt)
+        messages = [str(w.message) for w in caught if issubclass(w.category, OptionWarning)]
+        assert len(messages) == expected, (opt, messages)
+        assert all('DataParallel over all of them and multiplies the batch size and workers by 2' in m and
+                   'Set num_gpu: 1' in m for m in messages)
 
 
 def test_refused_with_auto_resume_too(workdir):

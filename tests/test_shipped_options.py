@@ -47,6 +47,15 @@ def test_paper_options_follow_the_paper():
         assert opt['train']['total_iter'] == 25 * 40000
 
 
+@pytest.mark.parametrize('path', TRAIN + TEST, ids=lambda p: osp.relpath(p, REPO))
+def test_num_gpu_is_a_number_as_in_basicsr(path):
+    """`auto` on a machine with several GPUs and no launcher means DataParallel with batch and workers multiplied
+    by the GPU count: a different recipe from the file's. One GPU (torchrun for several), or the CPU for tiny."""
+    with open(path) as f:
+        opt = yaml.safe_load(f)
+    assert opt['num_gpu'] == (0 if osp.basename(osp.dirname(path)) == 'tiny' else 1)
+
+
 @pytest.mark.parametrize('path', TEST, ids=lambda p: osp.relpath(p, REPO))
 def test_test_options_report_rgb_and_y(path):
     with open(path) as f:

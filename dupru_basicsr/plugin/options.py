@@ -5,9 +5,11 @@ pretrained weights), run before anything is written to disk; they call the check
 Every error is an `OptionError` that names the option key (or the file) and says how to fix it.
 """
 import os.path as osp
+import warnings
 
 from dupru_basicsr.plugin.datasets import check_datasets
-from dupru_basicsr.plugin.option_base import OptionError, as_int, build_network, did_you_mean, is_pruning_model
+from dupru_basicsr.plugin.option_base import (OptionError, OptionWarning, as_int, build_network, did_you_mean,
+                                              is_pruning_model)
 from dupru_basicsr.plugin.pruning_options import check_pruning_options
 from dupru_basicsr.weights.io import load_checkpoint
 
@@ -36,14 +38,20 @@ def _check_devices(opt):
         raise OptionError(f'deterministic is {opt["deterministic"]!r}; use true (deterministic kernels, no cuDNN '
                           'autotuning, no TF32: CUDA runs repeat bit for bit, slower) or false.')
     num_gpu = opt.get('num_gpu', 0)
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if num_gpu in (None, 'auto'):
+        if available > 1 and not opt.get('dist'):
+            warnings.warn(f'num_gpu is auto on a machine with {available} GPUs and no launcher: BasicSR wraps the '
+                          f'network in DataParallel over all of them and multiplies the batch size and workers by '
+                          f'{available}, a different recipe from the one the file describes. Set num_gpu: 1, and use '
+                          'torchrun ... --launcher pytorch for several GPUs.', OptionWarning, stacklevel=2)
         return
     if as_int(num_gpu) is None or num_gpu < 0:
-        raise OptionError(f'num_gpu is {num_gpu!r}; use a number of GPUs >= 0, or auto.')
-    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise OptionError(f'num_gpu is {num_gpu!r}; use a number of GPUs >= 0 (1 for one GPU, 0 for the CPU).')
     if num_gpu > available:
-        raise OptionError(f'num_gpu is {num_gpu} but this machine has {available} CUDA device(s); set num_gpu: auto '
-                          '(all GPUs, or the CPU when there is none) or num_gpu: 0 for the CPU.')
+        at_most = f', or at most {available}' if available else ''
+        raise OptionError(f'num_gpu is {num_gpu} but this machine has {available} CUDA device(s); set num_gpu: 0 '
+                          f'for the CPU (or --force_yml num_gpu=0){at_most}.')
 
 
 def _check_schedule_options(opt):
