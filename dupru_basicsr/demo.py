@@ -27,11 +27,17 @@ import yaml
 HELD_OUT = ('astronaut', 'chelsea', 'coffee', 'retina')
 MARKER = '.dupru_demo'
 
-# name -> network width/depth, crops, batch, rounds x iterations per round, target body sparsity, lr
+# name -> network width/depth, training sub-images (`sub_size` px every `sub_step` px) and the random GT crops cut
+# from them (`gt_size`, at most `sub_size`), batch, rounds x iterations per round, target body sparsity, lr
 PRESETS = {
-    'tiny': dict(num_feat=16, num_block=2, gt_size=32, batch=2, rounds=2, iters=5, sparsity=0.3, lr=1e-3),
-    'cpu': dict(num_feat=16, num_block=16, gt_size=48, batch=8, rounds=5, iters=300, sparsity=0.9, lr=4e-4),
-    'gpu': dict(num_feat=64, num_block=16, gt_size=128, batch=16, rounds=5, iters=4000, sparsity=0.9, lr=2e-4),
+    'tiny': dict(num_feat=16, num_block=2, sub_size=120, sub_step=60, gt_size=32, batch=2, rounds=2, iters=5,
+                 sparsity=0.3, lr=1e-3),
+    'cpu': dict(num_feat=16, num_block=16, sub_size=120, sub_step=60, gt_size=48, batch=8, rounds=5, iters=300,
+                sparsity=0.9, lr=4e-4),
+    # MSRResNet with BasicSR's batch 16 of 128x128 GT crops (BasicSR cuts DIV2K into 480 px sub-images; the photos
+    # here are 427 to 1000 px, so 240 px every 120 px)
+    'gpu': dict(num_feat=64, num_block=16, sub_size=240, sub_step=120, gt_size=128, batch=16, rounds=5, iters=4000,
+                sparsity=0.9, lr=2e-4),
 }
 
 
@@ -50,14 +56,30 @@ def demo_runs(preset):
     return runs + [('dupru_gradual', 'dupru', dict(gradual=gradual))]
 
 
+def machine_summary(device):
+    """What the numbers were measured on (they vary a little with the thread count and the kind of processor)."""
+    import platform
+
+    import torch
+    if device == 'cuda':
+        return f'torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name()}'
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    return f'torch {torch.__version__}, CPU ({cpu}), {torch.get_num_threads()} threads'
+
+
 class DemoError(ValueError):
     """A wrong demo option or output folder; the message says what to do."""
 
 
-def prepare_data(data_dir, progress=True, subimages=True, held_out=HELD_OUT, train=None):
+def prepare_data(data_dir, progress=True, subimages=True, held_out=HELD_OUT, train=None, sub_size=120, sub_step=60):
     """skimage photos -> <data_dir>/{train,val}/{GTmod4,LRbicx4}: `held_out` photos in val, `train` (default: all
-    the others) in train, also as 120x120 sub-images when `subimages` (the test suite trains on the whole photos and
-    does without them, and picks its own smaller split)."""
+    the others) in train, also as `sub_size` px sub-images every `sub_step` px when `subimages` (the test suite
+    trains on the whole photos and does without them, and picks its own smaller split)."""
     import cv2
 
     from dupru_basicsr.data.prepare import load_skimage_photos, prepare
@@ -78,8 +100,8 @@ def prepare_data(data_dir, progress=True, subimages=True, held_out=HELD_OUT, tra
             out_dir=osp.join(data_dir, split),
             scales=(4, ),
             subimages=subimages and split == 'train',
-            crop_size=120,
-            step=60,
+            crop_size=sub_size,
+            step=sub_step,
             force=True,
             progress=progress)
     return folders
@@ -101,32 +123,39 @@ def format_table(results, dataset):
     return '\n'.join(lines)
 
 
-def run_demo(out='dupru_demo', budget=None, rounds=None, device=None, force=False, progress=True,
-             prepare_only=False):
-    """Prepare, train the three methods, compare. Returns (CompareResults, table text), or the prepared folders
-    when `prepare_only`."""
-    import torch
-
-    from dupru_basicsr.experiments import make_options, train_experiment
-    from dupru_basicsr.report.build import compare
-    cuda = torch.cuda.is_available() if device is None else device.startswith('cuda')
+def choose_preset(budget=None, rounds=None, iters=None, cuda=False):
+    """The demo's settings: preset `budget` (a name, or a number of iterations per round with the device's preset:
+    gpu with CUDA, else cpu), with `rounds` and `iters` overriding the preset's."""
     if budget is None:
         budget = 'gpu' if cuda else 'cpu'
     if str(budget) in PRESETS:
         preset = dict(PRESETS[str(budget)])
     else:
         try:
-            iters = int(budget)
+            budget_iters = int(budget)
         except ValueError:
             raise DemoError(f'--budget {budget!r}: use one of {", ".join(PRESETS)} or a number of iterations per '
                             'round (e.g. --budget 200).') from None
-        if iters < 1:
-            raise DemoError(f'--budget {iters}: the iterations per round must be >= 1.')
-        preset = dict(PRESETS['gpu' if cuda else 'cpu'], iters=iters)
-    if rounds is not None:
-        if rounds < 1:
-            raise DemoError(f'--rounds {rounds}: must be >= 1.')
-        preset['rounds'] = rounds
+        if budget_iters < 1:
+            raise DemoError(f'--budget {budget_iters}: the iterations per round must be >= 1.')
+        preset = dict(PRESETS['gpu' if cuda else 'cpu'], iters=budget_iters)
+    for flag, value in (('--rounds', rounds), ('--iters', iters)):
+        if value is not None:
+            if value < 1:
+                raise DemoError(f'{flag} {value}: must be >= 1.')
+            preset[flag[2:]] = value
+    return preset
+
+
+def run_demo(out='dupru_demo', budget=None, rounds=None, device=None, force=False, progress=True,
+             prepare_only=False, iters=None):
+    """Prepare, train the three methods, compare. Returns (CompareResults, table text), or the prepared folders
+    when `prepare_only`."""
+    from dupru_basicsr.experiments import check_device, make_options, train_experiment
+    from dupru_basicsr.report.build import compare
+    device = check_device(device, DemoError)
+    cuda = device == 'cuda'
+    preset = choose_preset(budget, rounds, iters, cuda)
 
     out = osp.abspath(out)
     if osp.exists(out) and not osp.isdir(out):
@@ -151,7 +180,8 @@ def run_demo(out='dupru_demo', budget=None, rounds=None, device=None, force=Fals
     print(f'dupru-demo: {"CUDA" if cuda else "CPU"}, MSRResNet x4 {preset["num_feat"]} features / '
           f'{preset["num_block"]} blocks, {preset["rounds"]} rounds x {preset["iters"]} iterations, pruned runs '
           f'to {100 * preset["sparsity"]:g}% body sparsity, output in {out}', flush=True)
-    data = prepare_data(osp.join(out, 'data'), progress=progress)
+    data = prepare_data(osp.join(out, 'data'), progress=progress, sub_size=preset['sub_size'],
+                        sub_step=preset['sub_step'])
     if prepare_only:
         print(f'Prepared {osp.join(out, "data")}: train/ (sub-images) and val/ (held-out), x4.')
         return data
@@ -161,12 +191,13 @@ def run_demo(out='dupru_demo', budget=None, rounds=None, device=None, force=Fals
                              progress)[0] for label, method, kwargs in runs]
     results = compare(exps, dataset_dirs=[f'heldout={data["val"]["gt"]}:{data["val"]["lr"][4]}'],
                       out_dir=osp.join(out, 'report'), labels=[label for label, *_ in runs],
-                      device='cuda' if cuda else 'cpu', repeats=3, warmup=1, progress=progress)
+                      device=device, repeats=3, warmup=1, progress=progress)
     table = format_table(results, 'heldout')
     held_out = ', '.join(n for n in HELD_OUT if osp.isfile(osp.join(out, 'data', 'source', 'val', f'{n}.png')))
     print(f'\nHeld-out images: {held_out} (x4, metrics on RGB and Y with a 4-pixel border crop)\n')
     print(table)
-    print(f'\nExperiments: {osp.join(out, "experiments")}\nReport:      {osp.join(out, "report", "report.html")}'
+    print(f'\nRan on: {machine_summary(device)}')
+    print(f'Experiments: {osp.join(out, "experiments")}\nReport:      {osp.join(out, "report", "report.html")}'
           f'\nTotal time:  {time.time() - t0:.0f} s')
     return results, table
 
@@ -178,6 +209,9 @@ def main(argv=None):
     parser.add_argument('--budget', default=None,
                         help=f'preset ({", ".join(PRESETS)}; default: gpu with CUDA, else cpu) or iterations per round')
     parser.add_argument('--rounds', type=int, default=None, help='number of rounds T (default: from the preset)')
+    parser.add_argument('--iters', type=int, default=None,
+                        help="iterations per round E of the chosen preset (default: the preset's), e.g. "
+                        '--budget gpu --device cpu --iters 1 --rounds 2 to run the GPU preset briefly on a CPU')
     parser.add_argument('--device', choices=['cpu', 'cuda'], default=None, help='default: cuda when available')
     parser.add_argument('--force', action='store_true', help='use --out even if it holds other files')
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
@@ -188,7 +222,8 @@ def main(argv=None):
     from dupru_basicsr.utils.cli import run_command
 
     def run():
-        run_demo(args.out, args.budget, args.rounds, args.device, args.force, not args.no_progress, args.prepare_only)
+        run_demo(args.out, args.budget, args.rounds, args.device, args.force, not args.no_progress, args.prepare_only,
+                 args.iters)
 
     try:
         return run_command('dupru-demo', run, (DemoError, CompareError))

@@ -15,6 +15,19 @@ from tqdm import tqdm
 from dupru_basicsr.pruning import DEFAULT_TARGETS
 
 
+def check_device(device, error=ValueError):
+    """'cuda' or 'cpu' for a `--device` flag (None: CUDA when present); raises `error` before anything is written
+    when CUDA is asked for and absent."""
+    import torch
+    if device is None:
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    if device == 'cuda' and not torch.cuda.is_available():
+        build = f'built for CUDA {torch.version.cuda}' if torch.version.cuda else 'a CPU-only build'
+        raise error(f'--device cuda: no CUDA device is visible here (torch {torch.__version__}, {build}); use '
+                    '--device cpu, or leave --device out to use CUDA where present.')
+    return device
+
+
 def make_options(method, data, preset, name, device_gpus, seed=0, rewind='init', total_iter=None, gradual=None,
                  restarts=True, rate=None):
     """A BasicSR option dict for one run: stock SRModel (`total_iter` defaults to rounds x iters; with `restarts`

@@ -23,7 +23,7 @@ import statistics
 import sys
 import time
 
-from dupru_basicsr.experiments import make_options, train_experiment
+from dupru_basicsr.experiments import check_device, make_options, train_experiment
 from dupru_basicsr.pruning import rate_for_sparsity
 
 PRESETS = {
@@ -198,12 +198,12 @@ def format_markdown(table, best_stock, decisive, datasets, preset, train_seconds
 
 def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_root='datasets',
               datasets=('Set5', 'Set14'), out='results/study', seeds=None, progress=True, jobs=1, extra_seeds=None,
-              iters=None, only=None):
+              iters=None, only=None, device=None):
     """Train and evaluate the study (see the module docstring). `iters` overrides the preset's E (the gradual
-    schedule scales with it); `only` keeps these recipe labels (and both T x E stock rows, the baseline)."""
-    import torch
-
+    schedule scales with it); `only` keeps these recipe labels (and both T x E stock rows, the baseline); `device`
+    ('cpu' or 'cuda'; default: CUDA where present) is where the runs train and are evaluated."""
     from dupru_basicsr.report.build import compare
+    device = check_device(device, StudyError)
     preset = dict(PRESETS[preset_name])
     if iters is not None:
         if iters < 1:
@@ -240,7 +240,7 @@ def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_ro
     # the held-out val set for tickets: the first evaluation set
     val = {'gt': osp.join(data_root, datasets[0], 'GTmod12'), 'lr': {4: osp.join(data_root, datasets[0], 'LRbicx4')}}
     data = {'train': train, 'val': val}
-    gpus = 1 if torch.cuda.is_available() else 0
+    gpus = 1 if device == 'cuda' else 0
 
     # runs with another E are other experiments: they get their own names (a rerun must not take one for the other)
     prefix = f'study_{preset_name}' + ('' if iters is None else f'_E{iters}')
@@ -257,7 +257,7 @@ def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_ro
     def evaluate(done, **kwargs):
         labels = list(done)
         return compare([done[k][0] for k in labels], datasets=list(datasets), data_root=data_root, labels=labels,
-                       repeats=0, progress=progress, **kwargs)
+                       repeats=0, progress=progress, device=device, **kwargs)
 
     done = train_runs(plan([(label, seed) for seed in seeds for label, *_ in runs]), out, jobs, progress)
     decisive = []
@@ -276,7 +276,7 @@ def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_ro
         f.write(markdown)
     with open(osp.join(out, 'study.json'), 'w') as f:
         json.dump({'preset': preset_name, 'settings': preset, 'seeds': list(seeds), 'extra_seeds': list(extra_seeds),
-                   'decisive': decisive, 'best_stock': best_stock, 'table': table, 'jobs': jobs,
+                   'decisive': decisive, 'best_stock': best_stock, 'table': table, 'jobs': jobs, 'device': device,
                    'train_seconds': train_seconds, 'total_seconds': time.time() - t0}, f, indent=1, default=str)
     print(markdown)
     print(f'Report: {osp.join(out, "report", "report.html")}\nTotal time: {time.time() - t0:.0f} s')
@@ -300,6 +300,8 @@ def main(argv=None):
                         help='only these recipes (the two T x E stock rows are always trained: they are the baseline)')
     parser.add_argument('--jobs', type=int, default=1,
                         help='runs trained at once, each with cpu_count // jobs threads (2 is faster on 2 cores)')
+    parser.add_argument('--device', choices=['cpu', 'cuda'], default=None,
+                        help='where the runs train and are evaluated (default: cuda when available)')
     parser.add_argument('--out', default='results/study')
     parser.add_argument('--no-progress', action='store_true')
     args = parser.parse_args(argv)
@@ -309,7 +311,7 @@ def main(argv=None):
 
     def run():
         run_study(args.preset, args.train_hr, args.data_root, args.datasets, args.out, args.seeds,
-                  not args.no_progress, args.jobs, args.extra_seeds, args.iters, args.recipes)
+                  not args.no_progress, args.jobs, args.extra_seeds, args.iters, args.recipes, args.device)
 
     return run_command('dupru-study', run, (StudyError, CompareError, PrepareError))
 

@@ -2,9 +2,10 @@
 import math
 import os.path as osp
 import pytest
+import torch
 import yaml
 
-from dupru_basicsr.demo import HELD_OUT, DemoError, main, run_demo
+from dupru_basicsr.demo import HELD_OUT, PRESETS, DemoError, main, run_demo
 from dupru_basicsr.pruning import num_to_remove
 from dupru_basicsr.report.results import MEAN_ROW
 
@@ -14,6 +15,7 @@ def test_demo_tiny_budget_end_to_end(tmp_path, capsys):
     results, table = run_demo(str(out), budget='tiny', progress=False)
     printed = capsys.readouterr().out
     assert table in printed and 'report.html' in printed
+    assert f'Ran on: torch {torch.__version__}, CPU (' in printed and f'{torch.get_num_threads()} threads' in printed
     rows = [line.split() for line in table.splitlines()[2:]]
     assert [r[0] for r in rows] == ['stock', 'upru', 'dupru', 'dupru_gradual']
     for r in rows:
@@ -57,3 +59,30 @@ def test_demo_refuses_a_foreign_folder_and_bad_budget(tmp_path, capsys):
     assert (foreign / 'keep.txt').read_text() == 'precious' and len(list(foreign.iterdir())) == 1
     with pytest.raises(DemoError, match='--budget'):
         run_demo(str(tmp_path / 'x'), budget='huge')
+
+
+@pytest.mark.parametrize('preset', sorted(PRESETS))
+def test_every_preset_prepares_data_its_options_accept(tmp_path, preset):
+    """The options a preset trains with pass dupru-train's checks on the data the demo prepares for it (the gpu
+    preset once asked for 128 px crops from 120 px sub-images, which failed on every CUDA machine at once)."""
+    from dupru_basicsr.experiments import make_options
+    from dupru_basicsr.plugin.options import check_options
+    settings = PRESETS[preset]
+    assert settings['gt_size'] <= settings['sub_size']
+    data = run_demo(str(tmp_path / preset), budget=preset, device='cpu', progress=False, prepare_only=True)
+    for device_gpus in (0, 1):  # the CPU's options, and the CUDA branch's (one GPU, data workers)
+        opt = make_options('dupru', data, dict(settings, rate=50), f'demo_{preset}', device_gpus)
+        opt.update(is_train=True, dist=False, rank=0, world_size=1)
+        if device_gpus:
+            assert opt['num_gpu'] == 1 and opt['datasets']['train']['num_worker_per_gpu'] > 0
+            continue  # checking num_gpu: 1 needs a GPU; the datasets are the CPU options' ones
+        check_options(opt)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CUDA is available here: --device cuda is allowed')
+def test_device_cuda_without_cuda_is_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / 'demo'
+    assert main(['--out', str(out), '--device', 'cuda', '--budget', 'tiny', '--no-progress']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('dupru-demo: error: --device cuda: no CUDA device is visible here') and 'num_gpu' not in err
+    assert not out.exists()

@@ -5,6 +5,7 @@ import os
 import shutil
 
 import pytest
+import torch
 
 from dupru_basicsr.experiments import make_options
 from dupru_basicsr.pruning import num_to_remove, rate_for_sparsity
@@ -100,17 +101,27 @@ def test_summary_measures_each_dataset_against_its_better_stock_row():
     assert best_sparse(table, ['A', 'B']) == {'90': 'dupru_lr_90'}
 
 
-def test_smoke_study_end_to_end_resumes_without_training_again(tmp_path, capsys):
+def test_smoke_study_end_to_end_resumes_without_training_again(tmp_path, capsys, monkeypatch):
     data_root = tmp_path / 'sets'
     gt, lr = shared_pair('val')
     shutil.copytree(gt, data_root / 'Held' / 'GTmod12')
     shutil.copytree(lr, data_root / 'Held' / 'LRbicx4')
     out = tmp_path / 'study'
     argv = ['--preset', 'smoke', '--train-hr', os.path.join(shared_dataset('train'), 'GTmod4'), '--data-root',
-            str(data_root), '--datasets', 'Held', '--out', str(out), '--jobs', '2', '--no-progress']
+            str(data_root), '--datasets', 'Held', '--out', str(out), '--jobs', '2', '--no-progress', '--device', 'cpu']
+    from dupru_basicsr.report import build
+    evaluated_on, compare = [], build.compare
+
+    def recording_compare(*args, **kwargs):
+        evaluated_on.append(kwargs.get('device'))
+        return compare(*args, **kwargs)
+
+    monkeypatch.setattr(build, 'compare', recording_compare)
     assert main(argv) == 0
+    assert evaluated_on == ['cpu', 'cpu']  # where the runs trained (the first pass picks the decisive rows)
     with open(out / 'study.json') as f:
         first = json.load(f)
+    assert first['device'] == 'cpu'
     table = first['table']
     assert first['best_stock']['Held'] in ('stock_TxE_restart', 'stock_TxE_cosine')
     assert table[first['best_stock']['Held']]['Held_psnr_y_vs_stock'] == 0
@@ -146,4 +157,7 @@ def test_unknown_recipe_and_bad_iters_are_refused_before_anything_is_written(tmp
     assert err.startswith('dupru-study: error: --recipes dupru_magic_50: not a recipe') and 'imp_gradual_75' in err
     assert main(base + ['--iters', '0']) == 2
     assert '--iters 0' in capsys.readouterr().err
+    if not torch.cuda.is_available():  # the branch a CUDA machine takes, asked for where there is none
+        assert main(base + ['--device', 'cuda']) == 2
+        assert capsys.readouterr().err.startswith('dupru-study: error: --device cuda: no CUDA device is visible')
     assert not out.exists()
