@@ -10,7 +10,7 @@ Prints, measured side by side in one run (interleaved repeats, medians):
   one write of weights and gradients, timed as plain copies and a one-pass reduction over flat buffers of the same
   sizes;
 - the ops the hooks issue per step: top-level aten ops from `torch.profiler` on a CPU, and on CUDA also the kernel
-  launches;
+  launches, and those of a whole training step without pruning and with DUPru;
 - one prune (layer and global thresholds + masks + rewind to W0) of the MSRResNet body;
 - the memory the pruner holds (rewind state + masks, the fused step's persistent buffers), in bytes of tensors.
 
@@ -144,6 +144,15 @@ def hook_ops(pruner, device):
     return top, kernels
 
 
+def step_launches(step, device):
+    """CUDA device activities (kernels, copies, memsets) of one call of `step`, from torch.profiler."""
+    sync(device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+        sync(device)
+    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
@@ -204,6 +213,8 @@ def main():
     hook_time, hook_cpu_time = statistics.median(hooks.times[3:]), statistics.median(hooks.cpu_times[3:])
     floor_time, floor_bytes = traffic_floor(pruner, device, args.repeats)
     top_ops, kernels = hook_ops(pruner, device)
+    launches = {name: step_launches(steps[name], device) for name in ('plain', 'dupru')} if device.type == 'cuda' \
+        else None
 
     prune_times = {}
     for scope in ('layer', 'global'):
@@ -241,6 +252,9 @@ def main():
           f'hooks / floor {hook_time / floor_time:.1f}')
     print(f'hook ops per step: {top_ops} top-level aten ops'
           + ('' if kernels is None else f', {kernels} CUDA kernel launches'))
+    if launches is not None:
+        print(f'CUDA launches (kernels, copies, memsets) per training step: no pruning {launches["plain"]}, DUPru '
+              f'(ours) {launches["dupru"]}')
     for scope, t in prune_times.items():
         print(f'one prune + rewind ({scope:6s} scope): {1e3 * t:8.2f} ms')
     print(f'target (body) weights            : {target_bytes / 1e6:8.2f} MB')

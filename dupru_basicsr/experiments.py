@@ -91,15 +91,18 @@ def make_options(method, data, preset, name, device_gpus, seed=0, rewind='init',
     return opt
 
 
-def train_one(opt_path, root, label, total_iters, resume, progress=True):
+def train_one(opt_path, root, label, total_iters, resume, progress=True, on_iter=None):
     """Run `dupru_basicsr.train` on one option file with a progress bar instead of BasicSR's console log (the full
-    log is in the experiment folder)."""
+    log is in the experiment folder); `on_iter(it, total)`, if given, is called after every iteration too."""
     from dupru_basicsr.train import train_pipeline
     bar = tqdm(total=total_iters, desc=f'Train {label:6s}', unit='it', disable=not progress, file=sys.stderr)
+    listener = on_iter
 
     def on_iter(it, total):
         bar.n = it
         bar.refresh()
+        if listener is not None:
+            listener(it, total)
 
     argv = sys.argv
     sys.argv = [argv[0], '-opt', opt_path] + (['--auto_resume'] if resume else [])
@@ -112,10 +115,11 @@ def train_one(opt_path, root, label, total_iters, resume, progress=True):
         bar.close()
 
 
-def train_experiment(opt, root, label, progress=True):
+def train_experiment(opt, root, label, progress=True, on_iter=None):
     """Write `opt` to <root>/options/<name>.yml and train it into <root>/experiments/<name>: skipped when the run
-    finished (models/net_g_latest.pth exists), resumed when an interrupted one left training states.
-    Returns (experiment folder, seconds spent training, or None when skipped)."""
+    finished (models/net_g_latest.pth exists), resumed when an interrupted one left training states; `on_iter(it,
+    total)` is called after every iteration. Returns (experiment folder, seconds spent training, or None when
+    skipped)."""
     name = opt['name']
     opt_path = osp.join(root, 'options', f'{name}.yml')
     os.makedirs(osp.dirname(opt_path), exist_ok=True)
@@ -126,5 +130,5 @@ def train_experiment(opt, root, label, progress=True):
         return exp, None
     start = time.time()
     train_one(opt_path, root, label, opt['train']['total_iter'], osp.isdir(osp.join(exp, 'training_states')),
-              progress)
+              progress, on_iter)
     return exp, time.time() - start
