@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+import yaml
 
 from dupru_basicsr.experiments import make_options
 from dupru_basicsr.pruning import num_to_remove, rate_for_sparsity
@@ -161,3 +162,25 @@ def test_unknown_recipe_and_bad_iters_are_refused_before_anything_is_written(tmp
         assert main(base + ['--device', 'cuda']) == 2
         assert capsys.readouterr().err.startswith('dupru-study: error: --device cuda: no CUDA device is visible')
     assert not out.exists()
+
+
+def test_gpu_preset_trains_and_evaluates_on_the_cpu_with_a_small_budget(tmp_path):
+    """The branch a CUDA machine takes (the full network, 240 px sub-images, 128 px crops, batch 16), selected on a
+    CPU with --preset gpu --device cpu and one iteration per round."""
+    data_root = tmp_path / 'sets'
+    gt, lr = shared_pair('val')
+    shutil.copytree(gt, data_root / 'Held' / 'GTmod12')
+    shutil.copytree(lr, data_root / 'Held' / 'LRbicx4')
+    out = tmp_path / 'study'
+    assert main(['--preset', 'gpu', '--device', 'cpu', '--iters', '1', '--seeds', '0', '--extra-seeds',
+                 '--recipes', 'dupru_gradual_90', '--train-hr', os.path.join(shared_dataset('train'), 'GTmod4'),
+                 '--data-root', str(data_root), '--datasets', 'Held', '--out', str(out), '--no-progress']) == 0
+    with open(out / 'study.json') as f:
+        study = json.load(f)
+    assert study['device'] == 'cpu' and sorted(study['table']) == ['dupru_gradual_90', 'stock_TxE_cosine',
+                                                                   'stock_TxE_restart']
+    assert study['table']['dupru_gradual_90']['body_sparsity'] == pytest.approx(0.9, abs=1e-4)
+    with open(out / 'options' / 'study_gpu_E1_dupru_gradual_90_s0.yml') as f:
+        opt = yaml.safe_load(f)
+    assert (opt['network_g']['num_feat'], opt['datasets']['train']['gt_size'],
+            opt['datasets']['train']['batch_size_per_gpu'], opt['num_gpu']) == (64, 128, 16, 0)
