@@ -162,13 +162,19 @@ def run_demo(out='dupru_demo', budget=None, rounds=None, device=None, force=Fals
         raise DemoError(f'--out {out} is a file; give a folder (it is created if missing).')
     if osp.isdir(out) and os.listdir(out) and not osp.exists(osp.join(out, MARKER)) and not force:
         raise DemoError(f'--out {out} exists and was not made by dupru-demo; choose another folder or pass --force.')
-    os.makedirs(out, exist_ok=True)
     settings_path = osp.join(out, MARKER)
     settings = {'preset': preset, 'cuda': cuda}
     resume = False
     if osp.exists(settings_path):
         with open(settings_path) as f:
-            resume = yaml.safe_load(f) == settings  # same settings: continue the earlier (interrupted) demo
+            earlier = yaml.safe_load(f) or {}
+        resume = earlier == settings  # same settings: continue the earlier (interrupted) demo
+        if not resume and not force:
+            before, now = dict(earlier.get('preset') or {}, cuda=earlier.get('cuda')), dict(preset, cuda=cuda)
+            changes = ', '.join(f'{k} {before.get(k)!r} -> {now.get(k)!r}' for k in now if before.get(k) != now[k])
+            raise DemoError(f'--out {out} holds a demo with other settings ({changes}); its runs would not match this '
+                            'one. Choose another --out, or pass --force to replace that demo.')
+    os.makedirs(out, exist_ok=True)
     if not resume:
         import shutil
         for sub in ('experiments', 'options', 'report', 'data'):
@@ -187,6 +193,9 @@ def run_demo(out='dupru_demo', budget=None, rounds=None, device=None, force=Fals
         return data
     gpus = 1 if cuda else 0
     runs = demo_runs(preset)
+    if preset['rounds'] < 2:
+        print('Note: with --rounds 1 there is no round boundary to prune at, so the rewinding runs (upru, dupru) are '
+              'left out; stock and gradual DUPru train.', flush=True)
     exps = [train_experiment(make_options(method, data, preset, f'demo_{label}', gpus, **kwargs), out, label,
                              progress)[0] for label, method, kwargs in runs]
     results = compare(exps, dataset_dirs=[f'heldout={data["val"]["gt"]}:{data["val"]["lr"][4]}'],
@@ -213,7 +222,8 @@ def main(argv=None):
                         help="iterations per round E of the chosen preset (default: the preset's), e.g. "
                         '--budget gpu --device cpu --iters 1 --rounds 2 to run the GPU preset briefly on a CPU')
     parser.add_argument('--device', choices=['cpu', 'cuda'], default=None, help='default: cuda when available')
-    parser.add_argument('--force', action='store_true', help='use --out even if it holds other files')
+    parser.add_argument('--force', action='store_true',
+                        help='use --out even if it holds other files, or a demo with other settings (replaced)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
     parser.add_argument('--prepare-only', action='store_true',
                         help='only prepare the data (for the option files in options/train/tiny)')
@@ -225,12 +235,8 @@ def main(argv=None):
         run_demo(args.out, args.budget, args.rounds, args.device, args.force, not args.no_progress, args.prepare_only,
                  args.iters)
 
-    try:
-        return run_command('dupru-demo', run, (DemoError, CompareError))
-    except KeyboardInterrupt:
-        print('\ndupru-demo: interrupted; completed checkpoints are kept; run the same command again to continue.',
-              file=sys.stderr)
-        return 130
+    return run_command('dupru-demo', run, (DemoError, CompareError),
+                       interrupted='completed checkpoints are kept; run the same command again to continue')
 
 
 if __name__ == '__main__':

@@ -30,9 +30,14 @@ def export_compressed(checkpoint, out_path, half=False):
     are the masks). Returns (dense file bytes, compressed file bytes)."""
     check_output_path(out_path, '--out', [checkpoint])
     ckpt = _load(checkpoint)
-    if not any(k in ckpt for k in NETWORK_KEYS):
-        raise ExportError(f'{checkpoint} has no "params" / "params_ema" state dict: pass a BasicSR network checkpoint '
-                          '(experiments/<name>/models/net_g_*.pth).')
+    networks = {k: ckpt[k] for k in NETWORK_KEYS if isinstance(ckpt, dict) and k in ckpt}
+    if not networks or not all(isinstance(v, dict) and v and all(torch.is_tensor(t) for t in v.values())
+                               for v in networks.values()):
+        found = 'nothing of the kind' if not networks else ', '.join(
+            f'{k}: {"an empty dict" if isinstance(v, dict) and not v else type(v).__name__}'
+            for k, v in networks.items())
+        raise ExportError(f'{checkpoint} has no usable "params" / "params_ema" state dict ({found}): pass a BasicSR '
+                          'network checkpoint (experiments/<name>/models/net_g_*.pth).')
     atomic_save(pack_checkpoint(ckpt, half=half), out_path)
     return osp.getsize(checkpoint), osp.getsize(out_path)
 
@@ -80,10 +85,6 @@ def load_into(network, path, param_key='params'):
 
 def export_onnx(checkpoint, onnx_path, arch_opt=None, param_key='params_ema', input_size=(1, 3, 32, 32)):
     """Export the dense network of a checkpoint (ordinary or compressed) to ONNX (needs the `onnx` package)."""
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
-        raise ExportError('ONNX export needs the onnx package: pip install "dupru-basicsr[onnx]".') from None
     check_output_path(onnx_path, '--onnx', [checkpoint] + ([arch_opt] if arch_opt else []))
     ckpt = _dense_checkpoint(checkpoint)
     state = ckpt.get(param_key) or ckpt.get('params')
@@ -102,8 +103,21 @@ def export_onnx(checkpoint, onnx_path, arch_opt=None, param_key='params_ema', in
             raise ExportError(f'{e} Pass --arch-opt with the network_g options of this network.') from None
     from basicsr.utils.registry import ARCH_REGISTRY
     net_opt = dict(net_opt)
-    net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
-    net.load_state_dict(state, strict=True)
+    try:
+        net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ExportError(f'--arch-opt {arch_opt}: network_g cannot be built ({type(e).__name__}: {e}); fix its type '
+                          'and arguments.') from None
+    try:
+        net.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        detail = ' '.join(str(e).split())[:300]
+        raise ExportError(f'{checkpoint} does not fit the network of {arch_opt or "the inferred MSRResNet"} '
+                          f'({detail}); give --arch-opt with the network_g options it was trained with.') from None
+    try:  # checked after the network fits: a wrong --arch-opt is reported with or without onnx
+        import onnx  # noqa: F401
+    except ImportError:
+        raise ExportError('ONNX export needs the onnx package: pip install "dupru-basicsr[onnx]".') from None
     net.eval()
     torch.onnx.export(net, (torch.rand(*input_size), ), onnx_path, dynamo=False, input_names=['lq'],
                       output_names=['sr'], dynamic_axes={'lq': {0: 'batch', 2: 'height', 3: 'width'},

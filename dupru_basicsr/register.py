@@ -79,18 +79,42 @@ def torchvision_has_functional_tensor():
                                     for folder in spec.submodule_search_locations or [])
 
 
-def fix_torchvision(path):
-    """Replace the one import line of degradations.py by BasicSR master's (PR #650)."""
-    degradations = osp.join(path, DEGRADATIONS)
-    with open(degradations) as f:
-        text = f.read()
-    with open(degradations, 'w') as f:
-        f.write(text.replace(OLD_IMPORT, NEW_IMPORT, 1))
-
-
 def _is_ours(model_file):
     with open(model_file) as f:
         return f.read().startswith(MARKER)
+
+
+def write_all_or_nothing(planned):
+    """Write {path: bytes}; when any write fails, put every file back as it was (created folders and files removed)
+    and raise RegisterError naming the file."""
+    before, made_dirs = {}, []
+    try:
+        for path, data in planned.items():
+            folder = osp.dirname(path)
+            if not osp.isdir(folder):
+                os.makedirs(folder)
+                made_dirs.append(folder)
+            if osp.isfile(path):
+                with open(path, 'rb') as f:
+                    before[path] = f.read()
+            else:
+                before[path] = None
+            with open(path, 'wb') as f:
+                f.write(data)
+    except OSError as e:
+        for path, data in before.items():
+            try:
+                if data is None:
+                    os.remove(path)
+                else:
+                    with open(path, 'wb') as f:
+                        f.write(data)
+            except OSError:
+                pass
+        for folder in reversed(made_dirs):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise RegisterError(f'cannot write {e.filename or path} ({e.strerror or e}); nothing was changed. Make the '
+                            'checkout writable (or run as its owner) and try again.') from None
 
 
 def register(path, fix=False, force=False, out=print):
@@ -107,26 +131,27 @@ def register(path, fix=False, force=False, out=print):
     if edited and not force:
         raise RegisterError(f'{", ".join(edited)} differ from the shipped option files (edited?); pass --force to '
                             'overwrite them, or move them away.')
-    with open(model_file, 'w') as f:
-        f.write(MODEL_SOURCE.format(version=__version__))
-    written = [model_file]
+    # every file is written or none: the contents are planned first, then written, and restored on any failure
+    planned = {model_file: MODEL_SOURCE.format(version=__version__).encode()}
+    for src in options:
+        with open(src, 'rb') as f:
+            planned[osp.join(target_dir, osp.basename(src))] = f.read()
+    degradations = osp.join(path, DEGRADATIONS)
+    needs_fix = torchvision_needs_fix(path)
+    if needs_fix and fix:
+        with open(degradations) as f:
+            planned[degradations] = f.read().replace(OLD_IMPORT, NEW_IMPORT, 1).encode()
+    write_all_or_nothing(planned)
+    written = list(planned)
     out(f'Wrote {model_file} (imports dupru_basicsr, which registers DUPruModel).')
     if options:
-        os.makedirs(target_dir, exist_ok=True)
-        for src in options:
-            dst = osp.join(target_dir, osp.basename(src))
-            shutil.copyfile(src, dst)
-            written.append(dst)
         out(f'Copied {len(options)} option files into {target_dir}: '
             + ', '.join(osp.basename(p) for p in options) + '.')
     else:
         out('No option files to copy (this installation has no options/train folder; install dupru-basicsr from a '
             'clone with `pip install -e .`). Write your own with model_type: DUPruModel and a pruning: section.')
-    if torchvision_needs_fix(path):
-        degradations = osp.join(path, DEGRADATIONS)
+    if needs_fix:
         if fix:
-            fix_torchvision(path)
-            written.append(degradations)
             out(f'Fixed {degradations} for torchvision >= 0.17 (BasicSR master\'s fix, PR #650): "{OLD_IMPORT}" -> '
                 f'"{NEW_IMPORT}".')
         else:

@@ -83,6 +83,27 @@ def prepare_study_data(train_hr, out, progress):
     return {'gt_sub': osp.join(folder, 'GTmod4_sub'), 'lr_sub': {4: osp.join(folder, 'LRbicx4_sub')}}
 
 
+DEFINITION = '.dupru_study.json'  # what the runs in an --out folder were made from
+
+
+def check_same_study(out, definition):
+    """A rerun into `out` may skip the runs it finds only if they were made from the same data, preset, datasets
+    and device; otherwise raise StudyError naming what differs (before anything is written)."""
+    path = osp.join(out, DEFINITION)
+    if osp.isfile(path):
+        with open(path) as f:
+            earlier = json.load(f)
+        now = json.loads(json.dumps(definition))  # tuples as lists, as the file has them
+        differ = [k for k in now if earlier.get(k) != now[k]]
+        if differ:
+            changes = '; '.join(f'{k}: {earlier.get(k)!r} then, {now[k]!r} now' for k in differ)
+            raise StudyError(f'--out {out} holds a study made from other settings ({changes}); its runs would be '
+                             'reported as this one\'s. Use another --out, or delete that folder to start afresh.')
+    elif osp.isdir(osp.join(out, 'experiments')) or osp.isdir(osp.join(out, 'data')):
+        raise StudyError(f'--out {out} holds runs or data but no record of what they were made from ({DEFINITION}); '
+                         'use another --out, or delete that folder to start afresh.')
+
+
 def _train_in_worker(threads, opt, root, label):
     """One run in a worker process of `--jobs N`, with its share of the CPU threads."""
     import torch
@@ -225,16 +246,28 @@ def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_ro
             raise StudyError(f'--recipes {" ".join(unknown)}: not a recipe of preset {preset_name} (recipes: '
                              f'{", ".join(label for label, *_ in runs)}).')
         runs = [r for r in runs if r[0] in set(only) | set(STOCK_TXE)]
-    for ds in datasets:
-        if not osp.isdir(osp.join(data_root, ds)):
-            raise StudyError(f'{osp.join(data_root, ds)} does not exist; pass --data-root with '
-                             f'{"/".join(datasets)} in BasicSR layout (GTmod12, LRbicx4), e.g. made by dupru-prepare.')
-    if not osp.isdir(train_hr):
-        raise StudyError(f'--train-hr {train_hr} does not exist; point it at a folder of HR images.')
     if osp.exists(out) and not osp.isdir(out):
         raise StudyError(f'--out {out} is a file; give a folder (it is created if missing).')
+    from dupru_basicsr.utils.cli import plain_name_problem
+    for ds in datasets:
+        problem = plain_name_problem(ds)
+        if problem:
+            raise StudyError(f'--datasets {ds}: a dataset name is a folder directly under --data-root, and {problem}; '
+                             'give its name (e.g. Set5).')
+        for sub in ('', 'GTmod12', 'LRbicx4'):
+            if not osp.isdir(osp.join(data_root, ds, sub)):
+                raise StudyError(f'{osp.join(data_root, ds, sub)} does not exist; pass --data-root with '
+                                 f'{"/".join(datasets)} in BasicSR layout (GTmod12, LRbicx4), e.g. made by '
+                                 'dupru-prepare.')
+    if not osp.isdir(train_hr):
+        raise StudyError(f'--train-hr {train_hr} does not exist; point it at a folder of HR images.')
     out = osp.abspath(out)
+    definition = {'preset': preset_name, 'settings': preset, 'train_hr': osp.abspath(train_hr),
+                  'data_root': osp.abspath(data_root), 'datasets': list(datasets), 'device': device}
+    check_same_study(out, definition)
     os.makedirs(out, exist_ok=True)
+    with open(osp.join(out, DEFINITION), 'w') as f:
+        json.dump(definition, f, indent=1)
     t0 = time.time()
     train = prepare_study_data(train_hr, out, progress)
     # the held-out val set for tickets: the first evaluation set
@@ -277,6 +310,7 @@ def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_ro
     with open(osp.join(out, 'study.json'), 'w') as f:
         json.dump({'preset': preset_name, 'settings': preset, 'seeds': list(seeds), 'extra_seeds': list(extra_seeds),
                    'decisive': decisive, 'best_stock': best_stock, 'table': table, 'jobs': jobs, 'device': device,
+                   'train_hr': osp.abspath(train_hr), 'data_root': osp.abspath(data_root),
                    'train_seconds': train_seconds, 'total_seconds': time.time() - t0}, f, indent=1, default=str)
     print(markdown)
     print(f'Report: {osp.join(out, "report", "report.html")}\nTotal time: {time.time() - t0:.0f} s')

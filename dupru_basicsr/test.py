@@ -5,6 +5,8 @@ folders and the weights checked before anything is written).
 Without `path.pretrain_network_g` BasicSR would score a randomly initialised network; that is refused unless
 `--allow-random-weights` says it is meant (e.g. to time an untrained network).
 """
+import contextlib
+import io
 import os
 import sys
 
@@ -27,7 +29,25 @@ def check_weights(opt, allow_random_weights=False):
     check_pretrained_network(opt)
 
 
+def print_help():
+    """BasicSR's options (its parser has no help text of its own) and this command's flag."""
+    print(f"""usage: dupru-test -opt OPT [--launcher {{none,pytorch,slurm}}] [--force_yml KEY:SUBKEY=VALUE ...]
+                  [{ALLOW_RANDOM}]
+
+{__doc__.strip()}
+
+options:
+  -opt OPT               the BasicSR test option file (e.g. options/test/test_MSRResNet_x4_Set5.yml)
+  --launcher LAUNCHER    none (default), or pytorch under torchrun / slurm under srun
+  --force_yml ...        change options of the file, e.g. path:pretrain_network_g=net.pth name=my_test num_gpu=0
+                         (values read as YAML: numbers, strings, true/false, lists such as [a, b])
+  {ALLOW_RANDOM}  score the network without path.pretrain_network_g (random weights; e.g. to time it)""")
+
+
 def test_pipeline(root_path):
+    if {'-h', '--help'} & set(sys.argv[1:]):
+        print_help()
+        return
     allow_random_weights = ALLOW_RANDOM in sys.argv[1:]
     sys.argv = [a for a in sys.argv if a != ALLOW_RANDOM]  # BasicSR's parser does not know the flag
     patch_basicsr()
@@ -38,13 +58,16 @@ def test_pipeline(root_path):
     from dupru_basicsr.plugin.options import check_options
     from dupru_basicsr.utils.cli import check_basicsr_command_line
 
-    check_basicsr_command_line(sys.argv[1:])
+    check_basicsr_command_line(sys.argv[1:], module='dupru_basicsr.test')
     parse = basicsr.utils.options.parse_options
 
     def parse_and_check(root, is_train=True):
-        opt, args = parse(root, is_train=is_train)
+        held_output = io.StringIO()  # BasicSR's "Disable distributed.": printed once the checks passed
+        with contextlib.redirect_stdout(held_output):
+            opt, args = parse(root, is_train=is_train)
         check_options(opt)
         check_weights(opt, allow_random_weights)
+        print(held_output.getvalue(), end='', flush=True)
         reset_basicsr_logger()  # so that BasicSR's test pipeline writes this run's log file
         return opt, args
 

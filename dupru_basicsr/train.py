@@ -27,6 +27,7 @@ so that tests can stop or inspect a run there; nothing listens by default.
 """
 import contextlib
 import datetime
+import io
 import logging
 import logging.handlers
 import os
@@ -68,7 +69,9 @@ def _train_pipeline(root_path, on_iter, cleanup):
                                set_random_seed)
     from basicsr.utils.options import copy_opt_file, dict2str, parse_options
 
-    opt, args = parse_options(root_path, is_train=True)
+    held_output = io.StringIO()  # BasicSR's prints ("Disable distributed.", "Set ... to ..."): after the checks
+    with contextlib.redirect_stdout(held_output):
+        opt, args = parse_options(root_path, is_train=True)
     opt['root_path'] = root_path
     torch.backends.cudnn.benchmark = True  # as BasicSR; `deterministic: true` turns it off (checked below)
 
@@ -90,9 +93,11 @@ def _train_pipeline(root_path, on_iter, cleanup):
         logger.addHandler(pending)
         cleanup.callback(close_handler, logger, pending)  # a refused start drops the lines it kept
 
-    resume_state = load_resume_state(opt)
+    with contextlib.redirect_stdout(held_output):
+        resume_state = load_resume_state(opt)
     check_resume_options(opt, resume_state)  # a changed pruning setting is refused before any write
     check_pretrained_network(opt)  # the user's weights, or those of the state being resumed
+    print(held_output.getvalue(), end='', flush=True)  # a refused start printed nothing but its error
     logger.info(get_env_info())
     logger.info(dict2str(opt))
     if opt['dist']:
@@ -241,7 +246,8 @@ def main(argv=None):
             print(f'dupru-train: error: {e}', file=sys.stderr, flush=True)
             return 1
 
-    return run_command('dupru-train', run)  # the console script passes this to sys.exit
+    return run_command('dupru-train', run,  # the console script passes this to sys.exit
+                       interrupted='checkpoints already saved are complete; continue with --auto_resume')
 
 
 if __name__ == '__main__':

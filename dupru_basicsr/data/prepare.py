@@ -15,6 +15,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import sys
 import warnings
 from functools import reduce
 from os import path as osp
@@ -216,6 +217,7 @@ def inspect_image(path):
     Pillow, which raises instead."""
     with contextlib.suppress(AttributeError):
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    orientation = 1
     if path.lower().endswith(('.jpg', '.jpeg')):
         from PIL import Image
         try:
@@ -223,13 +225,14 @@ def inspect_image(path):
                 warnings.simplefilter('ignore')
                 with Image.open(path) as pil_img:
                     pil_img.load()
+                    orientation = pil_img.getexif().get(0x0112, 1)  # EXIF Orientation: 1 = as stored
         except Exception:  # noqa: BLE001  (any decoder failure means a corrupt file)
             return _describe_image(path, None)
     try:
         img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     except cv2.error:
         img = None
-    return _describe_image(path, img)
+    return dict(_describe_image(path, img), orientation=orientation)
 
 
 def min_side(scale):
@@ -485,6 +488,12 @@ def prepare(input_dir=None,
     ]
     if problems:
         raise PrepareError(_format_problems(f'{len(problems)} problem(s) with the input images:', problems))
+    turned = [info['path'] for info in infos if info.get('orientation', 1) not in (1, None)]
+    if turned:
+        # the pixels are used as stored (as BasicSR's dataset scripts do); a camera's rotation tag is not applied
+        print(f'dupru-prepare: note: {len(turned)} JPEG(s) carry an EXIF orientation tag, which is not applied (the '
+              f'pixels are used as stored, so they may lie on their side): {", ".join(turned[:3])}'
+              f'{", ..." if len(turned) > 3 else ""}. Rotate them first if upright images matter.', file=sys.stderr)
 
     # --- write ---
     for path in _planned_paths(plan):

@@ -35,7 +35,7 @@ os.register_at_fork(after_in_child=_close_in_child)
 
 
 class LockError(RuntimeError):
-    """The experiment folder is in use by another process; the message names it."""
+    """The experiment folder is in use by another process, or cannot be locked; the message names it and the fix."""
 
 
 def lock_path(folder):
@@ -68,9 +68,14 @@ class FolderLock:
         """Take the lock or raise LockError naming the process that holds it."""
         if self._fd is not None:
             return self
-        os.makedirs(osp.dirname(self.path), exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                os.makedirs(osp.dirname(self.path), exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:  # a folder in the lock file's place, a read-only parent, ...
+                raise LockError(f'cannot lock {self.folder}: its lock file {self.path} cannot be opened '
+                                f'({e.strerror or e}); remove what is in its place, or run where the parent folder '
+                                'is writable.') from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

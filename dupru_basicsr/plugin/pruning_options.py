@@ -249,6 +249,12 @@ def warn_about_targets(net, targets, cfg):
 
 def check_pruning_options(opt):
     """Validate the `pruning:` section against the rest of the options (targets exist, iterations add up)."""
+    if opt.get('pruning') is None:
+        # the defaults are the paper's 25 rounds x 40,000 iterations: never what a file without the section meant
+        raise OptionError(f'model_type is {opt.get("model_type")}, which prunes, but the option file has no pruning: '
+                          'section; add one (e.g. pruning: {method: dupru, rate: 10, rounds: 5, iters_per_round: '
+                          f'{max(1, int((opt.get("train") or {}).get("total_iter") or 5) // 5)}}}, see README "The '
+                          'pruning: section"), or use model_type: SRModel for a dense run.')
     cfg = PruningConfig.from_opt(opt.get('pruning'))
     train = opt.get('train') or {}
     total = train.get('total_iter')
@@ -263,6 +269,10 @@ def check_pruning_options(opt):
         raise OptionError(f'train.scheduler.periods sum to {sum(periods)}, but the LR schedule restarts every round '
                           f'and the longest round has {max(cfg.round_lengths)} iterations; make the periods sum to '
                           'the iterations of one round.')
+    if cfg.rounds == 1 and not cfg.gradual:
+        warnings.warn('pruning.rounds is 1: round 1 is dense and no prune ever happens, so this run trains the dense '
+                      'network (with the freeze rule on weights below eps). Set rounds >= 2, or schedule: gradual.',
+                      OptionWarning, stacklevel=2)
     if opt.get('network_g'):
         targets = cfg.resolve_targets(opt['network_g'].get('type'))
         net = build_network(opt)

@@ -18,7 +18,10 @@ What `dupru-train` (and `dupru-test`) add on top, for their own process only (`p
 4. its `load_resume_state` (`plugin.resume`): `--auto_resume` takes the newest *usable* training state;
 5. `--launcher pytorch` calls `torch.cuda.set_device` and BaseModel wraps DDP with a CUDA device id; without CUDA
    we use the gloo backend and a CPU DistributedDataParallel instead;
-6. BaseModel writes checkpoints and training states with a plain `torch.save` (a kill mid-write leaves a truncated
+6. `--force_yml` values go through `eval()` in BasicSR (`_postprocess_yml_value`, for lists): they are read as YAML
+   instead (`plugin.option_base.parse_force_value`), and the keys, which BasicSR pastes into Python code, are checked
+   to be plain words before BasicSR sees them (`utils.cli.apply_force_yml`);
+7. BaseModel writes checkpoints and training states with a plain `torch.save` (a kill mid-write leaves a truncated
    file that `--auto_resume` then picks): every model of the run writes them atomically (temp file, fsync, rename)
    instead, and loads networks with `weights_only=True`. DUPruModel does so itself under any loop
    (`plugin.checkpointing.AtomicCheckpointMixin`).
@@ -109,15 +112,20 @@ def patch_cpu_resume():
 
 
 def patch_basicsr():
-    """`dupru-train`'s and `dupru-test`'s patches of BasicSR (4-6 above) for their own process. Safe to call many
+    """`dupru-train`'s and `dupru-test`'s patches of BasicSR (4-7 above) for their own process. Safe to call many
     times; imports basicsr."""
     import basicsr.train
     import basicsr.utils.dist_util
     from basicsr.models.base_model import BaseModel
 
+    import basicsr.utils.options
+
     from dupru_basicsr.plugin import checkpointing
+    from dupru_basicsr.plugin.option_base import parse_force_value
     from dupru_basicsr.plugin.resume import load_resume_state
     basicsr.train.load_resume_state = load_resume_state
+    # --force_yml values as YAML, never eval() (the command line checks the keys and values first)
+    basicsr.utils.options._postprocess_yml_value = lambda value: parse_force_value(value, value)
     basicsr.utils.dist_util._init_dist_pytorch = _init_dist_pytorch_cpu_aware
     BaseModel.model_to_device = _model_to_device_cpu_aware
     BaseModel.save_network = checkpointing.save_network

@@ -2,6 +2,7 @@
 import datetime
 import os
 import os.path as osp
+import sys
 from typing import Sequence
 
 import torch
@@ -76,6 +77,14 @@ def compare(inputs: Sequence[str], datasets: Sequence[str] = (), data_root='data
         model.label = label
     data = resolve_datasets(datasets, data_root, scale, dataset_dirs)
     crop_targets = _find_crop_targets(data, crops)
+    if crop_box is not None:
+        for ds_name, stem in crop_targets:
+            image = next(img for d in data if d.name == ds_name for img in d.images if img.stem == stem)
+            height, width = image.gt.shape[:2]
+            x, y, w, h = crop_box
+            if not (0 <= x < width and 0 <= y < height):
+                raise CompareError(f'--crop-box {x} {y} {w} {h}: the corner ({x}, {y}) is outside {ds_name}/{stem}, '
+                                   f'which is {width}x{height} HR pixels; give X < {width} and Y < {height}.')
     if baseline is None:
         baseline = next((m.label for m in models if m.method == 'stock'), None)
     elif baseline not in [m.label for m in models]:
@@ -83,6 +92,12 @@ def compare(inputs: Sequence[str], datasets: Sequence[str] = (), data_root='data
 
     nets = {m.label: build_network(m.arch, m.state_dict, m.checkpoint, dev) for m in models}  # strict loads first
     notes, rows, stats_rows, crop_outputs = [], [], [], {}
+    for model in models:
+        if model.unfinished:
+            note = (f'{model.label}: unfinished run ({model.exp_dir} has no models/net_g_latest.pth); scored at its '
+                    f'newest checkpoint, {model.unfinished}. Resume it with --auto_resume to compare finished runs.')
+            notes.append(note)
+            print(f'note: {note}', file=sys.stderr, flush=True)
     first = data[0]
     timed_images = first.images[:time_images] if time_images else first.images
     for model in models:

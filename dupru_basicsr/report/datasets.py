@@ -100,6 +100,10 @@ def resolve_datasets(names, data_root, scale, dataset_dirs=None):
         if name in explicit:
             gt_dir, lr_dir = explicit[name]
         else:
+            if name in ('.', '..') or any(c in name for c in '/\\') or osp.isabs(name):
+                raise CompareError(f'--datasets {name}: a dataset name is a folder directly under --data-root '
+                                   f'({data_root}); give its name (e.g. Set5), or --dataset-dirs NAME=GT_DIR:LR_DIR '
+                                   'for folders elsewhere.')
             gt_dir, lr_dir = osp.join(data_root, name, 'GTmod12'), osp.join(data_root, name, f'LRbicx{scale}')
         datasets.append(load_dataset(name, gt_dir, lr_dir, scale))
     return datasets

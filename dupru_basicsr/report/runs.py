@@ -31,6 +31,7 @@ class ModelEntry:
     exp_dir: Optional[str] = None
     rate: Optional[float] = None  # pruning.rate of a pruned experiment (Fig. 5)
     settings_from: Optional[str] = None  # the file method and rate were read from
+    unfinished: Optional[str] = None  # 'iteration 17 of 20' for a run without net_g_latest.pth
     tickets: List[str] = field(default_factory=list)  # per-round best checkpoints (Fig. 4)
     logs: List[str] = field(default_factory=list)  # BasicSR train logs (training curves)
     state_dict: dict = field(default=None, repr=False)
@@ -205,8 +206,14 @@ def load_model_entry(source, scale, arch_opt=None):
             method = saved_method
         name = osp.basename(osp.abspath(exp_dir))
         logs = sorted(glob.glob(osp.join(exp_dir, 'train_*.log')), key=osp.getmtime)
-        return ModelEntry(label=f'{method} ({name})', method=method, source=source, checkpoint=ckpt_path,
-                          param_key=key, arch=arch, exp_dir=exp_dir, rate=rate, settings_from=settings_from,
+        unfinished = None
+        match = _ITER_CKPT_RE.match(osp.basename(ckpt_path))
+        if match:  # no net_g_latest.pth: the run stopped before its end
+            total = (opt.get('train') or {}).get('total_iter') if isinstance(opt, dict) else None
+            unfinished = f'iteration {int(match.group(1))}' + (f' of {total}' if total else '')
+        label = f'{method} ({name})' + (f' [unfinished: {unfinished}]' if unfinished else '')
+        return ModelEntry(label=label, method=method, source=source, checkpoint=ckpt_path, param_key=key, arch=arch,
+                          exp_dir=exp_dir, rate=rate, settings_from=settings_from, unfinished=unfinished,
                           tickets=find_tickets(exp_dir), logs=logs, state_dict=state)
     if not osp.isfile(source):
         raise CompareError(f'{source} is neither an experiment folder nor a checkpoint file.')

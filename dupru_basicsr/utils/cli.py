@@ -3,10 +3,11 @@
 import argparse
 import os
 import os.path as osp
+import re
 import sys
 
 from dupru_basicsr.plugin.lock import LockError
-from dupru_basicsr.plugin.option_base import OptionError
+from dupru_basicsr.plugin.option_base import OptionError, parse_force_value
 from dupru_basicsr.plugin.resume import ResumeError
 
 
@@ -15,14 +16,18 @@ def user_error_types():
     return OptionError, ResumeError, LockError
 
 
-def run_command(prog, body, errors=()):
+def run_command(prog, body, errors=(), interrupted='completed checkpoints are kept'):
     """Call `body()`; return its exit status (0 for None). A user error (`user_error_types()` or `errors`) prints
-    `<prog>: error: <message>` on stderr and returns 2."""
+    `<prog>: error: <message>` on stderr and returns 2; Ctrl-C prints `<prog>: interrupted; <interrupted>` and returns
+    130 (no traceback)."""
     try:
         status = body()
     except (*user_error_types(), *errors) as e:
         print(f'{prog}: error: {e}', file=sys.stderr, flush=True)
         return 2
+    except KeyboardInterrupt:
+        print(f'\n{prog}: interrupted; {interrupted}.', file=sys.stderr, flush=True)
+        return 130
     return 0 if status is None else status
 
 
@@ -30,6 +35,63 @@ def _required_mapping(opt, key, path, what):
     if not isinstance(opt.get(key), dict):
         raise OptionError(f'{path}: {key} is {"missing" if key not in opt else repr(opt[key])}; it must be a mapping '
                           f'({what}).')
+
+
+def plain_name_problem(name):
+    """Why `name` cannot name a folder inside another one (experiments/<name>, results/<name>/<dataset>), or None."""
+    if not isinstance(name, str) or not name.strip():
+        return 'it is empty'
+    if name in ('.', '..') or any(c in name for c in '/\\\0') or osp.isabs(name):
+        return 'it would leave its folder (it holds / or \\, or is . or ..)'
+    return None
+
+
+def check_folder_names(opt, where):
+    """`name` (experiments/<name>, results/<name>) and every dataset's `name` (visualization/<name>) are plain folder
+    names; `where` is the option file (or '--force_yml') for the message."""
+    problem = plain_name_problem(opt.get('name'))
+    if problem:
+        raise OptionError(f'{where}: name is {opt.get("name")!r}; it names the experiment folder (experiments/<name>, '
+                          f'results/<name>) and {problem}: give a non-empty name without / or \\.')
+    for phase, dataset in (opt.get('datasets') or {}).items():
+        if isinstance(dataset, dict) and 'name' in dataset:
+            problem = plain_name_problem(dataset['name'])
+            if problem:
+                raise OptionError(f'{where}: datasets.{phase}.name is {dataset["name"]!r}; it names the folder of '
+                                  f'its images (visualization/<name>) and {problem}: give a plain name.')
+
+
+FORCE_KEY = re.compile(r'[A-Za-z0-9_.-]+')
+
+
+def apply_force_yml(opt, entries):
+    """Apply `--force_yml key:subkey=value` entries to the option dict `opt` (read with yaml.safe_load), as BasicSR
+    will: the sections must exist, the keys are plain words (BasicSR pastes them into Python code), a new key that
+    looks like a typo of an existing one is refused. Returns `opt`."""
+    from dupru_basicsr.plugin.option_base import did_you_mean
+    for entry in entries or []:
+        keys, _, value = entry.partition('=')
+        path = [k.strip() for k in keys.split(':')]
+        usage = (f'--force_yml {entry}: give key:subkey=value for a section that exists in the option file (e.g. '
+                 'train:ema_decay=0.999)')
+        if entry.count('=') != 1 or not keys.strip():
+            raise OptionError(usage + '.')
+        bad = next((k for k in path if not FORCE_KEY.fullmatch(k)), None)
+        if bad is not None:
+            raise OptionError(f'{usage}; the key {bad!r} may hold only letters, digits, _, . and -.')
+        node = opt
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            raise OptionError(usage + '.')
+        leaf = path[-1]
+        if leaf not in node:
+            hint = did_you_mean(leaf, [str(k) for k in node])
+            if hint:
+                raise OptionError(f'--force_yml {entry}: {":".join(path)} is not in the option file.{hint} (A new '
+                                  'key is accepted only when it is not a near-spelling of an existing one.)')
+        node[leaf] = parse_force_value(entry, value)
+    return opt
 
 
 def check_option_file(path):
@@ -59,10 +121,7 @@ def check_option_file(path):
         raise OptionError(f'-opt {path} cannot be read ({e}).') from None
     if not isinstance(opt, dict):
         raise OptionError(f'-opt {path} holds {type(opt).__name__}, not a mapping of BasicSR options.')
-    name = opt.get('name')
-    if not isinstance(name, str) or not name.strip() or name in ('.', '..') or '/' in name or '\\' in name:
-        raise OptionError(f'{path}: name is {name!r}; it names the experiment folder (experiments/<name>, '
-                          'results/<name>): give a non-empty name without / or \\.')
+    check_folder_names(opt, path)
     if 'num_gpu' not in opt:
         raise OptionError(f'{path}: num_gpu is missing; set num_gpu: 0 (CPU), a number of GPUs or auto.')
     _required_mapping(opt, 'datasets', path, 'datasets.train, datasets.val, ... each with its options')
@@ -74,9 +133,10 @@ def check_option_file(path):
     return opt
 
 
-def check_basicsr_command_line(argv):
+def check_basicsr_command_line(argv, module='dupru_basicsr.train'):
     """Check the parts of a BasicSR command line (`-opt`, `--launcher`, `--force_yml`) that BasicSR would turn into a
-    traceback. Usage errors (missing -opt, unknown flags) are left to BasicSR's own argparse parser."""
+    traceback. Usage errors (missing -opt, unknown flags) are left to BasicSR's own argparse parser. `module` is the
+    entry point the launcher hints name."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument('-opt')
     parser.add_argument('--launcher', default='none')
@@ -85,18 +145,12 @@ def check_basicsr_command_line(argv):
     if known.opt is None:
         return
     opt = check_option_file(known.opt)
-    env = {'pytorch': ('RANK', 'torchrun --nproc_per_node <N> -m dupru_basicsr.train -opt ... --launcher pytorch'),
-           'slurm': ('SLURM_PROCID', 'srun python -m dupru_basicsr.train -opt ... --launcher slurm')}
+    env = {'pytorch': ('RANK', f'torchrun --nproc_per_node <N> -m {module} -opt ... --launcher pytorch'),
+           'slurm': ('SLURM_PROCID', f'srun python -m {module} -opt ... --launcher slurm')}
     if known.launcher in env and env[known.launcher][0] not in os.environ:
         variable, how = env[known.launcher]
         raise OptionError(f'--launcher {known.launcher} needs the environment its launcher sets ({variable} is not '
                           f'set); start the run with `{how}`, or leave out --launcher for one process.')
-    for entry in known.force_yml or []:
-        keys, _, value = entry.partition('=')
-        parents = [k.strip() for k in keys.split(':')][:-1]
-        node = opt
-        for key in parents:
-            node = node.get(key) if isinstance(node, dict) else None
-        if entry.count('=') != 1 or not keys.strip() or not isinstance(node, dict):
-            raise OptionError(f'--force_yml {entry}: give key:subkey=value for a section that exists in the option '
-                              'file (e.g. train:ema_decay=0.999).')
+    if known.force_yml:
+        # the names that become folders are checked again with the forced values, before anything is written
+        check_folder_names(apply_force_yml(opt, known.force_yml), '--force_yml')

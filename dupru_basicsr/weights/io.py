@@ -2,6 +2,7 @@
 import glob
 import os
 import os.path as osp
+import re
 import tempfile
 import torch
 import zipfile
@@ -20,6 +21,9 @@ def atomic_save(obj, path):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(path) + '.', suffix='.tmp', dir=folder)
     try:
+        # mkstemp makes the file 0600; the renamed file must have the mode a plain write gives (0666 minus the
+        # umask: group-readable in a lab's shared experiments folder)
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, 'wb') as f:
             torch.save(obj, f)
             f.flush()
@@ -38,6 +42,13 @@ def atomic_save(obj, path):
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def current_umask():
+    """The process's umask (read by setting it and setting it back: there is no getter)."""
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
 
 
 def remove_stale_temp_files(*folders):
@@ -74,5 +85,16 @@ def load_checkpoint(path, map_location='cpu'):
     except FileNotFoundError:
         raise
     except Exception as e:  # noqa: BLE001 - truncated zip, bad CRC, bad pickle, unsafe global...
-        raise RuntimeError(f'{path} cannot be loaded ({type(e).__name__}: {e}); it is truncated, corrupt or not a '
-                           'checkpoint written by this package.') from e
+        raise RuntimeError(f'{path} cannot be loaded ({type(e).__name__}: {load_failure(e)}); it is truncated, '
+                           'corrupt or not a checkpoint written by this package.') from e
+
+
+def load_failure(error):
+    """The reason in a torch.load error, without torch's advice to load with weights_only=False (which would run
+    whatever code the file carries)."""
+    text = ' '.join(str(error).split())
+    if 'WeightsUnpickler error:' in text:
+        text = text.split('WeightsUnpickler error:', 1)[1].strip()
+        text = re.split(r'\. (Please use|Check the documentation|Please file an issue)', text)[0]
+        return 'it holds what a weights-only load refuses: ' + text.rstrip('. ')[:200]
+    return text[:300]
