@@ -287,3 +287,51 @@ def test_atomic_writes_get_the_mode_a_plain_write_would(tmp_path, umask):
         os.umask(old)
     mode = stat.S_IMODE(os.stat(tmp_path / 'atomic.pth').st_mode)
     assert mode == stat.S_IMODE(os.stat(tmp_path / 'plain.pth').st_mode) == 0o666 & ~umask
+
+
+# ---------------------------------------------------------------------------------- twenty more hostile cases
+# (command, arguments, phrase of the one error line); every one must be refused with exit 2, one clean error line,
+# and leave the working folder as it was
+HOSTILE = [
+    ('train', ['--force_yml', 'name='], 'name is None'),
+    ('train', ['--force_yml', 'name=~'], 'name is None'),
+    ('train', ['--force_yml', 'name=a\\b'], 'would leave its folder'),
+    ('test', ['--force_yml', 'name=.'], 'would leave its folder'),
+    ('train', ['--force_yml', 'datasets:train:name=..'], 'datasets.train.name'),
+    ('train', ['--force_yml', 'num_gpu=[0]'], 'num_gpu is [0]'),
+    ('train', ['--force_yml', 'train:total_iter=1e3'], 'train.total_iter'),
+    ('train', ['--force_yml', 'train:total_iter=-5'], 'train.total_iter'),
+    ('train', ['--force_yml', 'pruning:rate=abc'], 'pruning.rate'),
+    ('train', ['--force_yml', 'pruning=5'], 'pruning is 5'),
+    ('train', ['--force_yml', 'network_g:type=NoSuchNet'], 'network_g.type is "NoSuchNet"'),
+    ('train', ['--force_yml', 'deterministic="yes"'], "deterministic is 'yes'"),
+    ('train', ['--force_yml', 'path:resume_state=../../nowhere.state'], 'nowhere.state'),
+    ('train', ['--force_yml', 'nosuch:key:deeper=1'], '--force_yml nosuch:key:deeper=1'),
+    ('train', ['--force_yml', 'train:ema_decay=0.9=1'], 'give key:subkey=value'),
+    ('train', ['--force_yml', 'pruning:targets=[nothing.matches]'], 'pruning.targets'),
+    ('test', ['--force_yml', 'path:pretrain_network_g=../missing.pth'], 'missing.pth" does not exist'),
+    ('test', ['--force_yml', 'datasets:val:dataroot_gt=/nonexistent/gt'], '/nonexistent/gt'),
+    ('compare', ['experiments/none', '--datasets', '../Set5'], 'experiments/none'),
+    ('compare', ['run.pth', '--datasets', '../Set5'], '--datasets ../Set5: a dataset name is a folder'),
+    ('compare', ['run.pth', '--dataset-dirs', 'v=gt:lr', '--crop-box', '-5', '-5', '8', '8'],
+     'the corner (-5, -5) is outside'),
+    ('demo', ['--iters', '0', '--out', 'd'], '--iters 0: must be >= 1'),
+    ('demo', ['--budget', 'gpu', '--rounds', '-1', '--out', 'd'], '--rounds -1: must be >= 1'),
+    ('study', ['--datasets', '/abs', '--data-root', '.', '--train-hr', '.', '--out', 's'], '--datasets /abs'),
+    ('export', ['run.pth', '--out', '.'], '--out . is a folder'),
+]
+
+
+@pytest.mark.parametrize('module, args, phrase', HOSTILE, ids=[' '.join([m, *a])[:60] for m, a, _ in HOSTILE])
+def test_hostile_case_is_one_clean_refusal(tmp_path, module, args, phrase):
+    from basicsr.archs.srresnet_arch import MSRResNet
+    torch.save({'params': MSRResNet(num_feat=8, num_block=1).state_dict()}, tmp_path / 'run.pth')
+    gt, lr = shared_pair('val')
+    os.symlink(gt, tmp_path / 'gt')
+    os.symlink(lr, tmp_path / 'lr')
+    opt = _dupru_opt('hostile')
+    yml = write_options(opt, tmp_path)
+    before = snapshot_tree(tmp_path)
+    argv = (['-opt', yml] if module in ('train', 'test') else []) + args
+    _refused(_cli(module, argv, tmp_path), f'dupru-{module}', phrase)
+    assert snapshot_tree(tmp_path) == before

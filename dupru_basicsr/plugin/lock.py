@@ -63,14 +63,17 @@ class FolderLock:
         self.folder = osp.abspath(folder)
         self.path = lock_path(folder)
         self._fd = None
+        self._made_parent = False
 
     def acquire(self):
         """Take the lock or raise LockError naming the process that holds it."""
         if self._fd is not None:
             return self
+        parent = osp.dirname(self.path)
+        self._made_parent = not osp.isdir(parent)  # removed again on release if nothing else was put there
         while True:
             try:
-                os.makedirs(osp.dirname(self.path), exist_ok=True)
+                os.makedirs(parent, exist_ok=True)
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as e:  # a folder in the lock file's place, a read-only parent, ...
                 raise LockError(f'cannot lock {self.folder}: its lock file {self.path} cannot be opened '
@@ -116,6 +119,11 @@ class FolderLock:
         _HELD_FDS.discard(self._fd)
         os.close(self._fd)
         self._fd = None
+        if self._made_parent:  # a refused start leaves no empty experiments/ behind
+            try:
+                os.rmdir(osp.dirname(self.path))
+            except OSError:
+                pass  # not empty: the run made its folder there
 
     @property
     def held(self):
