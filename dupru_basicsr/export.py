@@ -31,11 +31,19 @@ def export_compressed(checkpoint, out_path, half=False):
     check_output_path(out_path, '--out', [checkpoint])
     ckpt = _load(checkpoint)
     networks = {k: ckpt[k] for k in NETWORK_KEYS if isinstance(ckpt, dict) and k in ckpt}
-    if not networks or not all(isinstance(v, dict) and v and all(torch.is_tensor(t) for t in v.values())
-                               for v in networks.values()):
+
+    def problem(state):
+        if not isinstance(state, dict):
+            return type(state).__name__
+        if not state:
+            return 'an empty dict'
+        if not all(isinstance(n, str) and torch.is_tensor(t) for n, t in state.items()):
+            return 'a dict of other things than names and tensors'
+        return None
+
+    if not networks or any(problem(v) for v in networks.values()):
         found = 'nothing of the kind' if not networks else ', '.join(
-            f'{k}: {"an empty dict" if isinstance(v, dict) and not v else type(v).__name__}'
-            for k, v in networks.items())
+            f'{k}: {problem(v) or "a state dict"}' for k, v in networks.items())
         raise ExportError(f'{checkpoint} has no usable "params" / "params_ema" state dict ({found}): pass a BasicSR '
                           'network checkpoint (experiments/<name>/models/net_g_*.pth).')
     atomic_save(pack_checkpoint(ckpt, half=half), out_path)

@@ -319,6 +319,9 @@ HOSTILE = [
     ('demo', ['--budget', 'gpu', '--rounds', '-1', '--out', 'd'], '--rounds -1: must be >= 1'),
     ('study', ['--datasets', '/abs', '--data-root', '.', '--train-hr', '.', '--out', 's'], '--datasets /abs'),
     ('export', ['run.pth', '--out', '.'], '--out . is a folder'),
+    ('export', ['intkeys.pth', '--out', 'small.pth'], 'intkeys.pth has no usable "params"'),
+    ('compare', ['intkeys.pth', '--dataset-dirs', 'v=gt:lr'], 'intkeys.pth: its "params" has the entry 1'),
+    ('test', ['--force_yml', 'path:pretrain_network_g=intkeys.pth'], 'holds no network weights under "params"'),
 ]
 
 
@@ -326,6 +329,7 @@ HOSTILE = [
 def test_hostile_case_is_one_clean_refusal(tmp_path, module, args, phrase):
     from basicsr.archs.srresnet_arch import MSRResNet
     torch.save({'params': MSRResNet(num_feat=8, num_block=1).state_dict()}, tmp_path / 'run.pth')
+    torch.save({'params': {1: torch.zeros(2)}}, tmp_path / 'intkeys.pth')  # an odd checkpoint dict
     gt, lr = shared_pair('val')
     os.symlink(gt, tmp_path / 'gt')
     os.symlink(lr, tmp_path / 'lr')

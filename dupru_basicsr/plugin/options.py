@@ -150,9 +150,12 @@ def check_pretrained_network(opt):
     if isinstance(ckpt, dict) and param_key is not None and param_key not in ckpt and 'params' in ckpt:
         param_key = 'params'  # what BasicSR's load_network falls back to
     state = ckpt.get(param_key) if isinstance(ckpt, dict) and param_key is not None else ckpt
-    if not isinstance(state, dict) or not state:
-        raise OptionError(f'{key}: "{path}" holds no network weights under "{param_key}"; point it at a BasicSR '
-                          'network checkpoint (net_g_*.pth), or set path.param_key_g.')
+    import torch
+    if not isinstance(state, dict) or not state or not all(isinstance(k, str) and torch.is_tensor(v)
+                                                           for k, v in state.items()):
+        raise OptionError(f'{key}: "{path}" holds no network weights under "{param_key}" (a mapping of parameter '
+                          'names to tensors); point it at a BasicSR network checkpoint (net_g_*.pth), or set '
+                          'path.param_key_g.')
     state = {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
     try:
         build_network(opt).load_state_dict(state, strict=opt['path'].get('strict_load_g', True))

@@ -77,6 +77,11 @@ def select_state_dict(ckpt, path):
             keys = list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
             raise CompareError(f'{path} holds no network weights ("params_ema", "params" or a state dict); found '
                                f'{keys}. Is it a BasicSR training state (*.state) rather than a net_g_*.pth?')
+    odd = next((k for k, v in state.items() if not isinstance(k, str) or not torch.is_tensor(v)), None)
+    if odd is not None or not state:
+        what = 'is empty' if not state else (f'has the entry {odd!r}: {type(state[odd]).__name__}, not a name and a '
+                                             'tensor')
+        raise CompareError(f'{path}: its "{key}" {what}; pass a BasicSR network checkpoint (net_g_*.pth).')
     state = {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
     return state, key
 
