@@ -49,8 +49,8 @@ def build_parser():
                         'stock SRModel run)')
     parser.add_argument('--arch-opt', help='option YAML whose network_g describes .pth inputs (default: inferred '
                         'from the state dict)')
-    parser.add_argument('--crops', nargs='+', help='image names for the crop grid (default: first image of the first '
-                        'dataset)')
+    parser.add_argument('--crops', nargs='+', help='image names for the crop grid, one row each (default: the first '
+                        '4 images of the first dataset)')
     parser.add_argument('--crop-box', nargs=4, type=int, metavar=('X', 'Y', 'W', 'H'),
                         help=f'HR crop window (default: {DEFAULT_CROP}x{DEFAULT_CROP} around the image centre)')
     parser.add_argument('--device', default='cpu', help='cpu or cuda[:N]')

@@ -19,6 +19,7 @@ import argparse
 import os
 import os.path as osp
 import sys
+import tempfile
 import time
 
 import yaml
@@ -43,13 +44,10 @@ PRESETS = {
 
 def demo_runs(preset):
     """(label, method, make_options keyword arguments) of the demo's runs, all with the same budget."""
+    from dupru_basicsr.experiments import gradual_schedule
     from dupru_basicsr.pruning import rate_for_sparsity
-    total = preset['rounds'] * preset['iters']
     rate = rate_for_sparsity(preset['sparsity'], preset['rounds'] - 1) if preset['rounds'] > 1 else None
-    # the study's gradual schedule: prune from 10 % to 70 % of the run, 12 steps (fewer on a tiny budget)
-    start, end = total // 10, max(total // 10 + 1, total * 7 // 10)
-    gradual = dict(start_iter=start, end_iter=end, frequency=max(1, (end - start) // 12),
-                   final_sparsity=preset['sparsity'])
+    gradual = gradual_schedule(preset['rounds'] * preset['iters'], preset['sparsity'])  # the study's schedule
     runs = [('stock', 'stock', dict(restarts=False))]
     if rate is not None:
         runs += [('upru', 'upru', dict(rewind='init', rate=rate)), ('dupru', 'dupru', dict(rewind='init', rate=rate))]
@@ -108,19 +106,69 @@ def prepare_data(data_dir, progress=True, subimages=True, held_out=HELD_OUT, tra
 
 
 def format_table(results, dataset):
-    """The demo's summary table: one row per method."""
+    """The demo's summary table: one row per method, every number a rerun on the same machine repeats exactly (the
+    inference times, which vary from run to run, are in `format_timing`)."""
     stats = {s['label']: s for s in results.model_stats}
     header = (f'{"method":14s} {"PSNR-RGB":>9s} {"SSIM-RGB":>9s} {"PSNR-Y":>8s} {"SSIM-Y":>8s} {"body sparsity":>14s} '
-              f'{"non-zero params":>16s} {"ms/image":>9s}')
+              f'{"non-zero params":>16s}')
     lines = [header, '-' * len(header)]
     for label in results.labels:
         s = stats[label]
-        ms = (s.get('timing') or {}).get('ms_per_image')
         lines.append(f'{label:14s} {results.mean(label, dataset, "psnr_rgb"):9.4f} '
                      f'{results.mean(label, dataset, "ssim_rgb"):9.4f} {results.mean(label, dataset, "psnr_y"):8.4f} '
                      f'{results.mean(label, dataset, "ssim_y"):8.4f} {100 * s["body_sparsity"]:13.2f}% '
-                     f'{s["nonzero_params"]:16,d} {"n/a" if ms is None else f"{ms:9.2f}"}')
+                     f'{s["nonzero_params"]:16,d}')
     return '\n'.join(lines)
+
+
+def format_timing(results):
+    """Inference time per image of each run (varies from run to run and machine to machine)."""
+    times = [(s['label'], (s.get('timing') or {}).get('ms_per_image')) for s in results.model_stats]
+    return 'Inference ms/image: ' + ', '.join(f'{label} {"n/a" if ms is None else f"{ms:.1f}"}' for label, ms in times)
+
+
+TABLE_BEGIN, TABLE_END = '<!-- demo-table -->', '<!-- /demo-table -->'
+
+
+def table_block(path):
+    """The demo table quoted in the Markdown file `path`, between its <!-- demo-table --> markers (a ``` block)."""
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    if TABLE_BEGIN not in text or TABLE_END not in text:
+        raise DemoError(f'{path} has no {TABLE_BEGIN} ... {TABLE_END} block holding the demo table.')
+    inner = text.split(TABLE_BEGIN, 1)[1].split(TABLE_END, 1)[0]
+    return '\n'.join(line for line in inner.strip().splitlines() if not line.startswith('```'))
+
+
+def check_table(path, table):
+    """0 when the table quoted in `path` is `table`, else 1 after printing both (the check mode, --check)."""
+    quoted = table_block(path)
+    if quoted == table:
+        print(f'\ndupru-demo --check: the table in {path} is the one this run printed.')
+        return 0
+    import difflib
+    diff = '\n'.join(difflib.unified_diff(quoted.splitlines(), table.splitlines(), f'{path} (quoted)', 'this run',
+                                          lineterm=''))
+    print(f'\ndupru-demo --check: the table in {path} differs from this run\'s:\n{diff}', file=sys.stderr)
+    return 1
+
+
+def update_table(path, table, figure=None):
+    """Put `table` between the markers of `path` (--update) and, when given, copy the report's PSNR-vs-kept figure
+    to docs/demo_fig4_psnr_vs_kept.png beside it."""
+    import shutil
+    table_block(path)  # the markers exist
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    head, rest = text.split(TABLE_BEGIN, 1)
+    tail = rest.split(TABLE_END, 1)[1]
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write(f'{head}{TABLE_BEGIN}\n```\n{table}\n```\n{TABLE_END}{tail}')
+    if figure is not None:
+        target = osp.join(osp.dirname(osp.abspath(path)), 'docs', 'demo_fig4_psnr_vs_kept.png')
+        shutil.copyfile(figure, target)
+        print(f'Copied {figure} to {target}.')
+    print(f'Updated the demo table in {path}.')
 
 
 def choose_preset(budget=None, rounds=None, iters=None, cuda=False):
@@ -205,7 +253,8 @@ def run_demo(out='dupru_demo', budget=None, rounds=None, device=None, force=Fals
     held_out = ', '.join(n for n in HELD_OUT if osp.isfile(osp.join(out, 'data', 'source', 'val', f'{n}.png')))
     print(f'\nHeld-out images: {held_out} (x4, metrics on RGB and Y with a 4-pixel border crop)\n')
     print(table)
-    print(f'\nRan on: {machine_summary(device)}')
+    print(f'\n{format_timing(results)}')
+    print(f'Ran on: {machine_summary(device)}')
     print(f'Experiments: {osp.join(out, "experiments")}\nReport:      {osp.join(out, "report", "report.html")}'
           f'\nTotal time:  {time.time() - t0:.0f} s')
     return results, table
@@ -214,7 +263,8 @@ def run_demo(out='dupru_demo', budget=None, rounds=None, device=None, force=Fals
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog='dupru-demo', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--out', default='dupru_demo', help='output folder (default: ./dupru_demo)')
+    parser.add_argument('--out', default=None,
+                        help='output folder (default: ./dupru_demo; with --check a new temporary folder)')
     parser.add_argument('--budget', default=None,
                         help=f'preset ({", ".join(PRESETS)}; default: gpu with CUDA, else cpu) or iterations per round')
     parser.add_argument('--rounds', type=int, default=None, help='number of rounds T (default: from the preset)')
@@ -227,13 +277,30 @@ def main(argv=None):
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
     parser.add_argument('--prepare-only', action='store_true',
                         help='only prepare the data (for the option files in options/train/tiny)')
+    quoted = parser.add_mutually_exclusive_group()
+    quoted.add_argument('--check', metavar='FILE.md',
+                        help='train from scratch and fail (exit 1) unless the table printed is the one quoted in '
+                        f'FILE.md between {TABLE_BEGIN} and {TABLE_END} (e.g. README.md, with no other option)')
+    quoted.add_argument('--update', metavar='FILE.md',
+                        help='write the table printed into FILE.md (between the same markers) and copy the report\'s '
+                        'PSNR-vs-kept figure to docs/demo_fig4_psnr_vs_kept.png beside it')
     args = parser.parse_args(argv)
     from dupru_basicsr.report import CompareError
     from dupru_basicsr.utils.cli import run_command
 
     def run():
-        run_demo(args.out, args.budget, args.rounds, args.device, args.force, not args.no_progress, args.prepare_only,
-                 args.iters)
+        quoted_file = args.check or args.update
+        if quoted_file:
+            if args.prepare_only:
+                raise DemoError('--prepare-only trains nothing: it prints no table to check or update.')
+            table_block(quoted_file)  # the file and its markers, before any training
+        out = args.out or (tempfile.mkdtemp(prefix='dupru_demo_check_') if args.check else 'dupru_demo')
+        done = run_demo(out, args.budget, args.rounds, args.device, args.force, not args.no_progress,
+                        args.prepare_only, args.iters)
+        if args.check:
+            return check_table(args.check, done[1])
+        if args.update:
+            update_table(args.update, done[1], osp.join(out, 'report', 'fig4_psnr_vs_kept.png'))
 
     return run_command('dupru-demo', run, (DemoError, CompareError),
                        interrupted='completed checkpoints are kept; run the same command again to continue')

@@ -15,6 +15,14 @@ from tqdm import tqdm
 from dupru_basicsr.pruning import DEFAULT_TARGETS
 
 
+def gradual_schedule(total, final_sparsity):
+    """The gradual pruning of the demo and the study: the cubic ramp from 10 % to 70 % of a `total`-iteration run in
+    12 steps (fewer on a tiny budget), to `final_sparsity`; the `pruning:` keys of `schedule: gradual`."""
+    start = max(1, total // 10)
+    end = max(start + 1, total * 7 // 10)
+    return dict(start_iter=start, end_iter=end, frequency=max(1, (end - start) // 12), final_sparsity=final_sparsity)
+
+
 def check_device(device, error=ValueError):
     """'cuda' or 'cpu' for a `--device` flag (None: CUDA when present); raises `error` before anything is written
     when CUDA is asked for and absent."""

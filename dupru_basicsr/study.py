@@ -23,25 +23,22 @@ import statistics
 import sys
 import time
 
-from dupru_basicsr.experiments import check_device, make_options, train_experiment
+from dupru_basicsr.experiments import check_device, gradual_schedule, make_options, train_experiment
 from dupru_basicsr.pruning import rate_for_sparsity
 
 PRESETS = {
     # tiny MSRResNet (16 features, 2 blocks: the body is 30 % of the weights) on a 2-core CPU
     'cpu-small': dict(num_feat=16, num_block=2, gt_size=48, batch=8, rounds=5, iters=300, lr=1e-3,
-                      sparsities=(0.90, 0.95), seeds=(0, 1), extra_seeds=(2, ),
-                      gradual=dict(start_iter=150, end_iter=1050, frequency=75)),
+                      sparsities=(0.90, 0.95), seeds=(0, 1), extra_seeds=(2, )),
     # MSRResNet with MSRResNet's proportions (32 features, 16 blocks: the body is 77.4 % of the weights) on 2 cores
     'cpu-medium': dict(num_feat=32, num_block=16, gt_size=48, batch=8, rounds=5, iters=500, lr=4e-4,
-                       sparsities=(0.90, 0.95), seeds=(0, 1), extra_seeds=(2, ),
-                       gradual=dict(start_iter=250, end_iter=1750, frequency=125)),
+                       sparsities=(0.90, 0.95), seeds=(0, 1), extra_seeds=(2, )),
     # a few minutes, for checking the pipeline
     'smoke': dict(num_feat=8, num_block=1, gt_size=32, batch=2, rounds=2, iters=4, lr=1e-3, sparsities=(0.5, 0.75),
-                  seeds=(0, ), extra_seeds=(1, ), gradual=dict(start_iter=2, end_iter=6, frequency=2)),
+                  seeds=(0, ), extra_seeds=(1, )),
     # full MSRResNet on a GPU (DIV2K-style data)
     'gpu': dict(num_feat=64, num_block=16, gt_size=128, batch=16, rounds=5, iters=20000, lr=2e-4,
-                sparsities=(0.90, 0.95), seeds=(0, 1), extra_seeds=(2, ),
-                gradual=dict(start_iter=10000, end_iter=70000, frequency=1000)),
+                sparsities=(0.90, 0.95), seeds=(0, 1), extra_seeds=(2, )),
 }
 STOCK_TXE = ('stock_TxE_restart', 'stock_TxE_cosine')
 TARGET_DB = 0.05  # the issue's target: within 0.05 dB Y-PSNR of the better stock baseline on every dataset
@@ -59,7 +56,7 @@ def recipes(preset):
         raise StudyError(f'rounds is {preset["rounds"]}: rewinding recipes need at least 2 rounds.')
     for sparsity in preset['sparsities']:
         tag = f'{100 * sparsity:g}'
-        gradual = dict(preset['gradual'], final_sparsity=sparsity)
+        gradual = gradual_schedule(preset['rounds'] * preset['iters'], sparsity)
         rate = rate_for_sparsity(sparsity, preset['rounds'] - 1)
         runs += [(f'dupru_gradual_{tag}', 'dupru', dict(gradual=gradual)),
                  (f'imp_gradual_{tag}', 'imp', dict(gradual=gradual))]
@@ -104,6 +101,19 @@ def check_same_study(out, definition):
                          'use another --out, or delete that folder to start afresh.')
 
 
+def _die_with_parent(parent_pid):
+    """Pool initializer: a worker whose parent study process died (SIGKILL, a lost terminal) exits too, instead of
+    training on unseen; its checkpoints are complete (atomic writes), so a rerun resumes it."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name='die-with-parent', daemon=True).start()
+
+
 def _train_in_worker(threads, opt, root, label):
     """One run in a worker process of `--jobs N`, with its share of the CPU threads."""
     import torch
@@ -122,7 +132,8 @@ def train_runs(planned, root, jobs, progress):
     import concurrent.futures
     import multiprocessing
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context('spawn')) as pool:
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context('spawn'),
+                                                initializer=_die_with_parent, initargs=(os.getpid(), )) as pool:
         futures = {pool.submit(_train_in_worker, threads, opt, root, label): label for label, opt in planned}
         for n, future in enumerate(concurrent.futures.as_completed(futures), 1):
             label = futures[future]
@@ -229,9 +240,7 @@ def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_ro
     if iters is not None:
         if iters < 1:
             raise StudyError(f'--iters {iters}: the iterations per round E must be >= 1.')
-        scale = iters / preset['iters']
-        preset['gradual'] = {k: max(1, round(v * scale)) for k, v in preset['gradual'].items()}
-        preset['iters'] = iters
+        preset['iters'] = iters  # the gradual schedule follows the budget (experiments.gradual_schedule)
     seeds = tuple(preset['seeds'] if seeds is None else seeds)
     extra_seeds = tuple(preset['extra_seeds'] if extra_seeds is None else extra_seeds)
     if not seeds or set(seeds) & set(extra_seeds):
@@ -293,15 +302,18 @@ def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_ro
                        repeats=0, progress=progress, device=device, **kwargs)
 
     done = train_runs(plan([(label, seed) for seed in seeds for label, *_ in runs]), out, jobs, progress)
-    decisive = []
+    decisive, first_pass = [], None
     if extra_seeds:
         # the rows a conclusion rests on get more seeds: both T x E stock rows and the best sparse recipe per level
-        first, _ = summarise(evaluate(done, tickets=False, write=False), runs, datasets)
+        first_pass = evaluate(done, tickets=False, write=False)
+        first, _ = summarise(first_pass, runs, datasets)
         decisive = list(STOCK_TXE) + list(best_sparse(first, datasets).values())
         done.update(train_runs(plan([(label, seed) for seed in extra_seeds for label in decisive]), out, jobs,
                                progress))
     train_seconds = {k: v[1] for k, v in done.items() if v[1] is not None}
-    results = evaluate(done, out_dir=osp.join(out, 'report'), baseline=f'stock_TxE_cosine_s{seeds[0]}')
+    # the runs of the first pass keep its rows: only the extra seeds' runs (and every run's tickets) are scored now
+    results = evaluate(done, out_dir=osp.join(out, 'report'), baseline=f'stock_TxE_cosine_s{seeds[0]}',
+                       reuse=first_pass)
     table, best_stock = summarise(results, runs, datasets)
     markdown = format_markdown(table, best_stock, decisive, datasets, preset, train_seconds, extra_seeds,
                                time.time() - t0)

@@ -54,6 +54,7 @@ def test_pipeline(root_path):
     import basicsr.test
     import basicsr.utils.options
 
+    from dupru_basicsr.plugin.lock import FolderLock
     from dupru_basicsr.plugin.log import reset_basicsr_logger
     from dupru_basicsr.plugin.options import check_options
     from dupru_basicsr.utils.cli import check_basicsr_command_line
@@ -67,15 +68,20 @@ def test_pipeline(root_path):
             opt, args = parse(root, is_train=is_train)
         check_options(opt)
         check_weights(opt, allow_random_weights)
+        if opt['rank'] == 0:  # one process per results folder: BasicSR archives results/<name> next
+            held_locks.append(FolderLock(opt['path']['results_root']).acquire())
         print(held_output.getvalue(), end='', flush=True)
         reset_basicsr_logger()  # so that BasicSR's test pipeline writes this run's log file
         return opt, args
 
+    held_locks = []
     basicsr.test.parse_options = parse_and_check
     try:
         basicsr.test.test_pipeline(root_path)
     finally:
         basicsr.test.parse_options = parse
+        for lock in held_locks:
+            lock.release()
 
 
 def main(argv=None):

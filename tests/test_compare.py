@@ -382,3 +382,39 @@ def test_timing_waits_for_the_models_device_not_the_current_one(monkeypatch):
     synced.clear()
     evaluate.time_models({'a': net}, [SimpleNamespace(lr=None)], torch.device('cpu'), repeats=2, warmup=1)
     assert synced == []
+
+
+def test_fig4_ticks_apart_stock_level_single_points_and_seed_means(tmp_path):
+    """Tick labels never print on top of each other (10.0 and 9.98 % once rendered as "919"), stock is drawn as a
+    level, a one-ticket (gradual) run is one star, and many seeded runs become seed means with min-max bars."""
+    from matplotlib.figure import Figure
+
+    from dupru_basicsr.report.figures import _log_percent_axis, plot_round_curves, seed_means
+    ax = Figure().add_subplot(1, 1, 1)
+    _log_percent_axis(ax, [100, 56.2, 31.6, 17.8, 10.0, 9.98])
+    assert [round(t, 3) for t in ax.get_xticks()] == [10.0, 17.8, 31.6, 56.2, 100]
+
+    def run(kept, psnr, rnd=1):
+        return {'round': rnd, 'kept_percent': kept, 'psnr_rgb': psnr}
+
+    curves = {'dupru': [run(100, 30.0, 1), run(10.0, 30.4, 2)], 'dupru_gradual': [run(9.98, 31.5)]}
+    path = plot_round_curves(curves, 'heldout', str(tmp_path / 'fig.png'), levels={'stock': 31.8})
+    assert osp.getsize(path) > 0
+    seeded = {f'{r}_s{s}': [run(100, 30 + s, 1), run(10, 29 + s, 2)] for r in ('a', 'b') for s in range(3)}
+    means = seed_means(seeded)
+    assert sorted(means) == ['a', 'b'] and means['a'][1] == {'round': 2, 'kept_percent': 10, 'psnr_rgb': 30.0,
+                                                             'low': 29, 'high': 31, 'seeds': 3}
+    assert seed_means({'no_seed_label': []}) is None
+    many = {f'{r}_s{s}': [run(100, 30 + s, 1), run(10, 29 + s, 2)] for r in 'abcde' for s in range(3)}
+    assert osp.getsize(plot_round_curves(many, 'Set5', str(tmp_path / 'many.png'),
+                                         levels={'stock_s0': 31.0, 'stock_s1': 31.2})) > 0
+
+
+def test_crops_default_to_one_row_per_image_of_the_first_dataset():
+    from types import SimpleNamespace
+
+    from dupru_basicsr.report.build import DEFAULT_CROP_IMAGES, _find_crop_targets
+    images = [SimpleNamespace(stem=f'img{i}') for i in range(6)]
+    data = [SimpleNamespace(name='first', images=images), SimpleNamespace(name='second', images=images[:1])]
+    assert _find_crop_targets(data, None) == [('first', f'img{i}') for i in range(DEFAULT_CROP_IMAGES)]
+    assert _find_crop_targets(data, ['IMG5']) == [('first', 'img5')]

@@ -339,3 +339,76 @@ def test_hostile_case_is_one_clean_refusal(tmp_path, module, args, phrase):
     argv = (['-opt', yml] if module in ('train', 'test') else []) + args
     _refused(_cli(module, argv, tmp_path), f'dupru-{module}', phrase)
     assert snapshot_tree(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------------- loose ends of the last build
+def _children(pid):
+    kids = []
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open(f'/proc/{entry}/stat') as f:
+                    fields = f.read().rsplit(')', 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+def _alive(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+def test_study_workers_stop_when_their_parent_is_killed(tmp_path):
+    args = _study_args(tmp_path, tmp_path / 'study', osp.join(shared_dataset('train'), 'GTmod4'))
+    proc = subprocess.Popen([sys.executable, '-m', 'dupru_basicsr.study', *args, '--jobs', '2', '--iters', '400'],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, workers = time.time() + 180, []
+        while time.time() < deadline and len(workers) < 2:
+            time.sleep(1)
+            workers = [p for p in _children(proc.pid) if 'spawn_main' in open(f'/proc/{p}/cmdline').read()]
+        assert len(workers) == 2, 'the study did not start its two workers'
+        time.sleep(3)  # training
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.time() + 20
+        while time.time() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.5)
+        assert not any(_alive(p) for p in workers), 'a worker kept training after its parent died'
+    finally:
+        proc.kill()
+        for p in _children(proc.pid):
+            os.kill(p, signal.SIGKILL)
+
+
+def test_dupru_test_takes_the_results_folder_lock(tmp_path):
+    from dupru_basicsr.plugin.lock import FolderLock
+    yml = write_options(_dupru_opt('scored'), tmp_path)
+    with FolderLock(tmp_path / 'results' / 'scored'):
+        before = snapshot_tree(tmp_path)
+        result = _cli('test', ['-opt', yml, '--allow-random-weights'], tmp_path)
+        _refused(result, 'dupru-test', 'results/scored is in use by process')
+        assert snapshot_tree(tmp_path) == before
+
+
+def test_a_resume_under_basicsrs_own_loop_removes_the_temporary_files_of_an_interrupted_save(tmp_path):
+    from basicsr.models import build_model
+    models, states = tmp_path / 'models', tmp_path / 'training_states'
+    models.mkdir()
+    states.mkdir()
+    (models / '.net_g_4.pth.abc123.tmp').write_bytes(b'half a checkpoint')
+    (states / '.4.state.def456.tmp').write_bytes(b'half a state')
+    (models / 'net_g_2.pth').write_bytes(b'kept')
+    opt = tiny_options('tmpclean', 'DUPruModel', pruning={'rounds': 2, 'iters_per_round': 2}, total_iter=4,
+                       val_set=None)
+    opt.update(is_train=True, dist=False, rank=0, world_size=1, auto_resume=True)
+    opt['path'] = {'models': str(models), 'training_states': str(states), 'pretrain_network_g': None,
+                   'strict_load_g': True, 'resume_state': str(states / '2.state')}
+    build_model(opt)
+    assert sorted(os.listdir(models)) == ['net_g_2.pth'] and os.listdir(states) == []

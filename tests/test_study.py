@@ -117,9 +117,17 @@ def test_smoke_study_end_to_end_resumes_without_training_again(tmp_path, capsys,
         evaluated_on.append(kwargs.get('device'))
         return compare(*args, **kwargs)
 
+    scored, evaluate_dataset = [], build.evaluate_dataset
+
+    def counting_evaluate_dataset(net, ds, *args, **kwargs):
+        scored.append(ds.name)
+        return evaluate_dataset(net, ds, *args, **kwargs)
+
     monkeypatch.setattr(build, 'compare', recording_compare)
+    monkeypatch.setattr(build, 'evaluate_dataset', counting_evaluate_dataset)
     assert main(argv) == 0
     assert evaluated_on == ['cpu', 'cpu']  # where the runs trained (the first pass picks the decisive rows)
+    assert len(scored) == 15 + 4  # every run scored once: the final pass keeps the first pass's rows
     with open(out / 'study.json') as f:
         first = json.load(f)
     assert first['device'] == 'cpu'

@@ -29,7 +29,7 @@ from dupru_basicsr.plugin.pruning_options import (PruningConfig, check_pruning_o
 from dupru_basicsr.plugin.registry import lookup
 from dupru_basicsr.pruning import GradualSchedule, Pruner, RoundSchedule
 from dupru_basicsr.utils.devices import use_deterministic_algorithms
-from dupru_basicsr.weights.io import atomic_save
+from dupru_basicsr.weights.io import atomic_save, remove_stale_temp_files
 
 
 @MODEL_REGISTRY.register()
@@ -45,6 +45,11 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
         if opt.get('deterministic'):
             # BasicSR's own loop (a checkout's train.py) sets cudnn.benchmark = True before it builds the model
             use_deterministic_algorithms()
+        if opt.get('is_train') and (opt.get('path') or {}).get('resume_state') and get_dist_info()[0] == 0:
+            # under BasicSR's own loop nobody else removes the temporary files of a save a kill interrupted
+            folders = [opt['path'][k] for k in ('models', 'training_states') if opt['path'].get(k)]
+            for path in remove_stale_temp_files(*folders):
+                get_root_logger().info(f'Removed {path}, left by an interrupted save.')
         super().__init__(opt)
 
     def init_training_settings(self):

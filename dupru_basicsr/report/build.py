@@ -12,7 +12,7 @@ from dupru_basicsr.data.bicubic import bicubic_resize
 from dupru_basicsr.report import CompareError
 from dupru_basicsr.report.datasets import resolve_datasets
 from dupru_basicsr.report.evaluate import (build_network, evaluate_dataset, evaluate_tickets, mean_metrics,
-                                           model_stats, resolve_device, time_models)
+                                           model_stats, resolve_device, super_resolve, time_models)
 from dupru_basicsr.report.figures import (crop_window, plot_crop_grid, plot_rate_curves, plot_round_curves,
                                           plot_training_curves)
 from dupru_basicsr.report.results import MEAN_ROW, CompareResults
@@ -31,9 +31,12 @@ def _unique_labels(labels):
     return unique
 
 
+DEFAULT_CROP_IMAGES = 4  # without --crops: one crop row per image of the first dataset, its first 4 images
+
+
 def _find_crop_targets(datasets, crops):
     if not crops:
-        return [(datasets[0].name, datasets[0].images[0].stem)]
+        return [(datasets[0].name, img.stem) for img in datasets[0].images[:DEFAULT_CROP_IMAGES]]
     targets = []
     for name in crops:
         match = next(((d.name, img.stem) for d in datasets for img in d.images if img.stem.lower() == name.lower()),
@@ -48,12 +51,14 @@ def _find_crop_targets(datasets, crops):
 def compare(inputs: Sequence[str], datasets: Sequence[str] = (), data_root='datasets', scale=4,
             out_dir='results/compare', labels=None, crops=None, crop_box=None, device='cpu', repeats=5, warmup=2,
             time_images=None, dataset_dirs=None, arch_opt=None, baseline=None, tickets=True, progress=True,
-            write=True) -> CompareResults:
+            write=True, reuse=None) -> CompareResults:
     """Evaluate runs (experiment folders or .pth files) on datasets and write the report; see the module docstring.
 
     Every input is checked (checkpoints, architecture, scale, datasets, image sizes) before any network runs, so a
     mistake fails in seconds rather than after an hour of evaluation. `write=False` skips figures and files.
     `time_images` limits timing to the first N images of the first dataset (default all); `repeats=0` skips it.
+    `reuse`: the CompareResults of an earlier call on the same datasets; a run it scored (same label, same
+    checkpoint file) keeps those rows instead of being evaluated again (only its crop images run).
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -100,8 +105,19 @@ def compare(inputs: Sequence[str], datasets: Sequence[str] = (), data_root='data
             print(f'note: {note}', file=sys.stderr, flush=True)
     first = data[0]
     timed_images = first.images[:time_images] if time_images else first.images
+    scored = {m['label']: m['checkpoint'] for m in reuse.models} if reuse is not None else {}
     for model in models:
         net = nets[model.label]
+        if scored.get(model.label) == model.checkpoint and all(
+                any(r['label'] == model.label and r['dataset'] == ds.name and r['image'] == MEAN_ROW
+                    for r in reuse.rows) for ds in data):
+            rows += [dict(r) for r in reuse.rows if r['label'] == model.label and r['dataset'] in
+                     {ds.name for ds in data}]
+            for ds_name, stem in crop_targets:
+                image = next(img for d in data if d.name == ds_name for img in d.images if img.stem == stem)
+                crop_outputs[(ds_name, stem, model.label)] = super_resolve(net, image.lr, dev)
+            stats_rows.append({'label': model.label, 'method': model.method, **model_stats(model.state_dict)})
+            continue
         for ds in data:
             keep = {stem for name, stem in crop_targets if name == ds.name}
 
@@ -161,8 +177,9 @@ def compare(inputs: Sequence[str], datasets: Sequence[str] = (), data_root='data
 
     os.makedirs(out_dir, exist_ok=True)
     if results.round_curves:
+        levels = {m.label: results.mean(m.label, first.name, 'psnr_rgb') for m in models if m.method == 'stock'}
         results.figures['rounds'] = plot_round_curves(results.round_curves, first.name,
-                                                      osp.join(out_dir, 'fig4_psnr_vs_kept.png'))
+                                                      osp.join(out_dir, 'fig4_psnr_vs_kept.png'), levels)
     else:
         notes.append('Fig. 4 analogue skipped: no per-round tickets (models/net_g_round{r}_best.pth) found.')
     if results.rate_curves:
@@ -183,10 +200,10 @@ def compare(inputs: Sequence[str], datasets: Sequence[str] = (), data_root='data
             return img[y:y + h, x:x + w]
 
         bicubic = bicubic_resize(image.lr, scale)
-        panels = [(f'Bicubic {calculate_psnr(bicubic, image.gt, scale):.2f} dB', cut(bicubic))]
+        panels = [(f'Bicubic\n{calculate_psnr(bicubic, image.gt, scale):.2f} dB', cut(bicubic))]
         for model in models:
             value = results.value(model.label, ds_name, stem, 'psnr_rgb')
-            panels.append((f'{model.label} {value:.2f} dB', cut(crop_outputs[(ds_name, stem, model.label)])))
+            panels.append((f'{model.label}\n{value:.2f} dB', cut(crop_outputs[(ds_name, stem, model.label)])))
         panels.append(('GT', cut(image.gt)))
         crop_rows.append({'dataset': ds_name, 'image': stem, 'box': [x, y, w, h], 'panels': panels})
     results.settings['crop_windows'] = {f'{r["dataset"]}/{r["image"]}': r['box'] for r in crop_rows}

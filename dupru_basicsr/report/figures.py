@@ -1,4 +1,7 @@
 """The report's figures: PSNR per round (Fig. 4), PSNR vs pruning rate (Fig. 5), training curves and crops."""
+import re
+import textwrap
+
 import cv2
 
 
@@ -39,7 +42,11 @@ def _log_percent_axis(ax, values):
     """Log-scaled, decreasing x axis of remaining-weight percentages with plain tick labels (100, 50, 10.7 ...)."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
     ax.set_xscale('log')
-    ticks = sorted({round(v, 3) for v in values if v > 0})
+    ticks = []
+    for v in sorted({round(v, 3) for v in values if v > 0}, reverse=True):
+        if not ticks or v < ticks[-1] / 1.15:  # 10.0 and 9.98 would print on top of each other: one tick
+            ticks.append(v)
+    ticks.sort()
     if len(ticks) > 10:
         lo, hi = min(ticks), max(ticks)
         ticks = [t for t in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01) if lo <= t <= hi] or ticks
@@ -49,20 +56,67 @@ def _log_percent_axis(ax, values):
     ax.invert_xaxis()
 
 
-def plot_round_curves(round_curves, dataset_name, path):
+SEED_SUFFIX = re.compile(r'^(.*)_s(\d+)$')
+SEED_MEANS_FROM = 12  # curves: above this many, runs that differ only in their seed are drawn as one mean curve
+
+
+def seed_means(round_curves):
+    """{recipe: points} with, per round, the mean over the seeds of kept % and PSNR and the spread (min, max) of PSNR,
+    for run labels `<recipe>_s<seed>`; None when the labels are not of that form."""
+    groups = {}
+    for label, points in round_curves.items():
+        match = SEED_SUFFIX.match(label)
+        if not match:
+            return None
+        groups.setdefault(match.group(1), []).append(points)
+    means = {}
+    for recipe, runs in groups.items():
+        by_round = {}
+        for points in runs:
+            for p in points:
+                by_round.setdefault(p['round'], []).append(p)
+        means[recipe] = [{'round': r, 'kept_percent': sum(p['kept_percent'] for p in ps) / len(ps),
+                          'psnr_rgb': sum(p['psnr_rgb'] for p in ps) / len(ps),
+                          'low': min(p['psnr_rgb'] for p in ps), 'high': max(p['psnr_rgb'] for p in ps),
+                          'seeds': len(ps)} for r, ps in sorted(by_round.items())]
+    return means
+
+
+def plot_round_curves(round_curves, dataset_name, path, levels=None):
+    """PSNR of each round's ticket against the remaining body weights, one line per run (seed means with min-max
+    bars when many runs differ only in their seed); `levels` ({label: PSNR}) are drawn as horizontal lines (the
+    dense stock runs); a run with one ticket (gradual pruning keeps only its final one) is a single star."""
     fig = _new_figure()
     ax = fig.add_subplot(1, 1, 1)
-    _many_lines(ax, len(round_curves))
-    for label, points in round_curves.items():
+    grouped = seed_means(round_curves) if len(round_curves) > SEED_MEANS_FROM else None
+    curves = grouped or round_curves
+    if grouped and levels and all(SEED_SUFFIX.match(label) for label in levels):
+        by_recipe = {}
+        for label, value in levels.items():
+            by_recipe.setdefault(SEED_SUFFIX.match(label).group(1), []).append(value)
+        levels = {recipe: sum(values) / len(values) for recipe, values in by_recipe.items()}
+    _many_lines(ax, len(curves) + len(levels or {}))
+    for label, value in (levels or {}).items():
+        ax.axhline(value, linestyle='--', linewidth=1.2, color='black', alpha=0.7)
+        ax.annotate(f'{label} (dense) {value:.2f}', xy=(0.99, value), xycoords=('axes fraction', 'data'),
+                    ha='right', va='bottom', fontsize='small')
+    for label, points in curves.items():
         points = sorted(points, key=lambda p: -p['kept_percent'])
-        ax.plot([p['kept_percent'] for p in points], [p['psnr_rgb'] for p in points], marker='o', label=label)
+        x, y = [p['kept_percent'] for p in points], [p['psnr_rgb'] for p in points]
+        if grouped:
+            err = [[p['psnr_rgb'] - p['low'] for p in points], [p['high'] - p['psnr_rgb'] for p in points]]
+            ax.errorbar(x, y, yerr=err, marker='o', capsize=3, label=f'{label} (mean of {points[0]["seeds"]} seeds)')
+        elif len(points) == 1:
+            ax.plot(x, y, marker='*', markersize=13, linestyle='none', label=f'{label} (final ticket only)')
+        else:
+            ax.plot(x, y, marker='o', label=label)
     _log_percent_axis(ax, [p['kept_percent'] for points in round_curves.values() for p in points])
     ax.ticklabel_format(axis='y', useOffset=False)
     ax.set_xlabel('Remaining body weights (%)')
     ax.set_ylabel(f'PSNR (RGB) on {dataset_name} (dB)')
     ax.set_title('PSNR of each round\'s best ticket vs remaining weights')
     ax.grid(True, alpha=0.3)
-    _legend(ax, len(round_curves))
+    _legend(ax, len(curves))
     return _save_figure(fig, path)
 
 
@@ -113,12 +167,13 @@ def crop_window(height, width, crop_box=None, size=DEFAULT_CROP):
 def plot_crop_grid(crop_rows, path):
     """One row per chosen image: bicubic, each run, GT, all on the same HR window."""
     ncols = max(len(row['panels']) for row in crop_rows)
-    fig = _new_figure(2.2 * ncols, 2.5 * len(crop_rows))
+    fig = _new_figure(2.2 * ncols, 2.7 * len(crop_rows))
     for r, row in enumerate(crop_rows):
         for c, (title, img_bgr) in enumerate(row['panels']):
             ax = fig.add_subplot(len(crop_rows), ncols, r * ncols + c + 1)
             ax.imshow(cv2.cvtColor(img_bgr, cv2.COLOR_BGR2RGB), interpolation='nearest')
-            ax.set_title(title, fontsize=7)
+            # a line for the run, one for its PSNR; long labels wrap instead of running into the next panel
+            ax.set_title('\n'.join(textwrap.fill(line, 22) for line in title.split('\n')), fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
