@@ -278,7 +278,9 @@ def test_main_with_single_checkpoint_and_dataset_dirs(setup, tmp_path, capsys):
     with open(osp.join(out, 'results.json')) as f:
         data = json.load(f)
     assert data['models'][0]['arch']['num_feat'] == 8 and data['models'][0]['param_key'] == 'params'
-    assert data['baseline'] is None and data['settings']['crop_windows'] == {'Pairs/a': [4, 4, 20, 16]}
+    # one crop row per image (the first 4 of the first dataset), all at the given box
+    assert data['baseline'] is None and data['settings']['crop_windows'] == {'Pairs/a': [4, 4, 20, 16],
+                                                                             'Pairs/b': [4, 4, 20, 16]}
     assert osp.getsize(osp.join(out, 'report.html')) > 0 and osp.isfile(osp.join(out, 'crops.png'))
 
 
