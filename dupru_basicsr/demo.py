@@ -67,7 +67,8 @@ def machine_summary(device):
             cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
     except (OSError, StopIteration):
         pass
-    return f'torch {torch.__version__}, CPU ({cpu}), {torch.get_num_threads()} threads'
+    threads = torch.get_num_threads()
+    return f'torch {torch.__version__}, CPU ({cpu}), {threads} thread{"s" if threads != 1 else ""}'
 
 
 class DemoError(ValueError):
@@ -164,8 +165,9 @@ def update_table(path, table, figure=None):
     tail = rest.split(TABLE_END, 1)[1]
     with open(path, 'w', encoding='utf-8') as f:
         f.write(f'{head}{TABLE_BEGIN}\n```\n{table}\n```\n{TABLE_END}{tail}')
-    if figure is not None:
-        target = osp.join(osp.dirname(osp.abspath(path)), 'docs', 'demo_fig4_psnr_vs_kept.png')
+    docs = osp.join(osp.dirname(osp.abspath(path)), 'docs')
+    if figure is not None and osp.isdir(docs):  # the README's figure (a file elsewhere quotes the table only)
+        target = osp.join(docs, 'demo_fig4_psnr_vs_kept.png')
         shutil.copyfile(figure, target)
         print(f'Copied {figure} to {target}.')
     print(f'Updated the demo table in {path}.')

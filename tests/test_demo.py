@@ -86,3 +86,27 @@ def test_device_cuda_without_cuda_is_refused_before_anything_is_written(tmp_path
     err = capsys.readouterr().err
     assert err.startswith('dupru-demo: error: --device cuda: no CUDA device is visible here') and 'num_gpu' not in err
     assert not out.exists()
+
+
+TINY_TABLE = osp.join(osp.dirname(osp.abspath(__file__)), 'data', 'demo_tiny_table.md')
+
+
+def test_check_mode_reproduces_the_committed_tiny_table_and_update_rewrites_a_quoted_one(tmp_path, capsys):
+    """The README's demo table is checked by `dupru-demo --check README.md` (too slow for CI); CI runs the same
+    check on the tiny budget against tests/data/demo_tiny_table.md."""
+    out = tmp_path / 'demo'
+    argv = ['--budget', 'tiny', '--device', 'cpu', '--no-progress', '--out', str(out)]
+    assert main(argv + ['--check', TINY_TABLE]) == 0, capsys.readouterr().err
+    assert 'the table in' in capsys.readouterr().out
+    quoted = tmp_path / 'quoted.md'
+    with open(TINY_TABLE) as f:
+        text = f.read()
+    quoted.write_text(text.replace('29.8976', '29.8977', 1))
+    assert main(argv + ['--check', str(quoted)]) == 1  # a rerun of the finished demo: scores only
+    err = capsys.readouterr().err
+    assert 'differs from this run' in err and '-stock            29.8977' in err and '+stock            29.8976' in err
+    assert main(argv + ['--update', str(quoted)]) == 0
+    assert quoted.read_text() == text
+    (tmp_path / 'plain.md').write_text('no table here\n')
+    assert main(argv + ['--check', str(tmp_path / 'plain.md')]) == 2
+    assert 'has no <!-- demo-table --> ... <!-- /demo-table --> block' in capsys.readouterr().err
