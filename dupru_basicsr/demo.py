@@ -154,9 +154,10 @@ def check_table(path, table):
     return 1
 
 
-def update_table(path, table, figure=None):
-    """Put `table` between the markers of `path` (--update) and, when given, copy the report's PSNR-vs-kept figure
-    to docs/demo_fig4_psnr_vs_kept.png beside it."""
+def update_table(path, table, report_dir=None):
+    """Put `table` between the markers of `path` (--update) and, when `report_dir` is given and a docs/ folder is
+    beside `path`, copy the report's PSNR-vs-kept and crops figures there (demo_fig4_psnr_vs_kept.png,
+    demo_crops.png)."""
     import shutil
     table_block(path)  # the markers exist
     with open(path, encoding='utf-8') as f:
@@ -166,10 +167,10 @@ def update_table(path, table, figure=None):
     with open(path, 'w', encoding='utf-8') as f:
         f.write(f'{head}{TABLE_BEGIN}\n```\n{table}\n```\n{TABLE_END}{tail}')
     docs = osp.join(osp.dirname(osp.abspath(path)), 'docs')
-    if figure is not None and osp.isdir(docs):  # the README's figure (a file elsewhere quotes the table only)
-        target = osp.join(docs, 'demo_fig4_psnr_vs_kept.png')
-        shutil.copyfile(figure, target)
-        print(f'Copied {figure} to {target}.')
+    if report_dir is not None and osp.isdir(docs):  # the README's figures (a file elsewhere quotes the table only)
+        for name, target in (('fig4_psnr_vs_kept.png', 'demo_fig4_psnr_vs_kept.png'), ('crops.png', 'demo_crops.png')):
+            shutil.copyfile(osp.join(report_dir, name), osp.join(docs, target))
+            print(f'Copied {osp.join(report_dir, name)} to {osp.join(docs, target)}.')
     print(f'Updated the demo table in {path}.')
 
 
@@ -285,7 +286,7 @@ def main(argv=None):
                         f'FILE.md between {TABLE_BEGIN} and {TABLE_END} (e.g. README.md, with no other option)')
     quoted.add_argument('--update', metavar='FILE.md',
                         help='write the table printed into FILE.md (between the same markers) and copy the report\'s '
-                        'PSNR-vs-kept figure to docs/demo_fig4_psnr_vs_kept.png beside it')
+                        'PSNR-vs-kept and crops figures to docs/demo_*.png beside it')
     args = parser.parse_args(argv)
     from dupru_basicsr.report import CompareError
     from dupru_basicsr.utils.cli import run_command
@@ -302,7 +303,7 @@ def main(argv=None):
         if args.check:
             return check_table(args.check, done[1])
         if args.update:
-            update_table(args.update, done[1], osp.join(out, 'report', 'fig4_psnr_vs_kept.png'))
+            update_table(args.update, done[1], osp.join(out, 'report'))
 
     return run_command('dupru-demo', run, (DemoError, CompareError),
                        interrupted='completed checkpoints are kept; run the same command again to continue')
