@@ -111,6 +111,46 @@ def tiny_options(name, model_type='SRModel', pruning=None, total_iter=6, train_s
     return opt
 
 
+def train_until_killed(monkeypatch, run_train, opt, kill_at):
+    """Train `opt` with `run_train` and stop it, as a kill would, with a KeyboardInterrupt at iteration `kill_at`
+    (before that iteration's step); DUPruModel's step is put back afterwards."""
+    from dupru_basicsr.plugin.model import DUPruModel
+    original = DUPruModel.optimize_parameters
+
+    def crash(self, current_iter):
+        if current_iter == kill_at:
+            raise KeyboardInterrupt('simulated kill')
+        original(self, current_iter)
+
+    monkeypatch.setattr(DUPruModel, 'optimize_parameters', crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(opt)
+    monkeypatch.setattr(DUPruModel, 'optimize_parameters', original)
+
+
+def record_calls_in_steps(monkeypatch, owner, name):
+    """Wrap `owner.name` (e.g. Pruner.apply_mask) so that every call appends whether it came from inside a training
+    step (DUPruModel.optimize_parameters); returns that list."""
+    from dupru_basicsr.plugin.model import DUPruModel
+    calls, in_step = [], []
+    method, optimize = getattr(owner, name), DUPruModel.optimize_parameters
+
+    def recorded(self, *args, **kwargs):
+        calls.append(bool(in_step))
+        return method(self, *args, **kwargs)
+
+    def optimize_parameters(self, current_iter):
+        in_step.append(current_iter)
+        try:
+            optimize(self, current_iter)
+        finally:
+            in_step.pop()
+
+    monkeypatch.setattr(owner, name, recorded)
+    monkeypatch.setattr(DUPruModel, 'optimize_parameters', optimize_parameters)
+    return calls
+
+
 def snapshot_tree(root):
     """{relative path: sha256} of every file (hidden ones included) and folder under `root` (folders: None); two
     equal snapshots show that a refused start changed nothing."""

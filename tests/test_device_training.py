@@ -7,7 +7,7 @@ import os.path as osp
 import pytest
 import torch
 
-from conftest import device_params, tiny_options
+from conftest import device_params, tiny_options, train_until_killed
 
 ROUNDS, E = 2, 3
 
@@ -18,21 +18,10 @@ def _load(path):
 
 @pytest.mark.parametrize('device', device_params())
 def test_a_dupru_run_resumes_on_its_device_with_cpu_steps_and_exact_zeros(run_train, monkeypatch, tmp_path, device):
-    from dupru_basicsr.plugin.model import DUPruModel
     opt = tiny_options(f'dev_{device}', 'DUPruModel', pruning={'rounds': ROUNDS, 'iters_per_round': E, 'rate': 40},
                        total_iter=ROUNDS * E, val_freq=E, save_freq=1, ema_decay=0.9)
     opt['num_gpu'] = 1 if device.startswith('cuda') else 0
-    original = DUPruModel.optimize_parameters
-
-    def crash(self, current_iter):
-        if current_iter == E + 2:
-            raise KeyboardInterrupt('simulated kill')
-        original(self, current_iter)
-
-    monkeypatch.setattr(DUPruModel, 'optimize_parameters', crash)
-    with pytest.raises(KeyboardInterrupt):
-        run_train(opt)
-    monkeypatch.setattr(DUPruModel, 'optimize_parameters', original)
+    train_until_killed(monkeypatch, run_train, opt, E + 2)
     interrupted = _load(osp.join(str(tmp_path), 'experiments', opt['name'], 'training_states', f'{E + 1}.state'))
     model, exp = run_train(opt, '--auto_resume')
     target_device = torch.device(device).type

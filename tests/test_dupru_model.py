@@ -5,7 +5,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_options
+from conftest import record_calls_in_steps, tiny_options, train_until_killed
 from dupru_basicsr.pruning import num_to_remove
 
 ROUNDS, E, RATE = 3, 4, 30
@@ -124,22 +124,11 @@ def _final_weights(exp):
 
 @pytest.mark.parametrize('stop_after', [5, 7], ids=['killed_after_round_boundary', 'killed_mid_round'])
 def test_interrupted_and_resumed_equals_uninterrupted(run_train, monkeypatch, stop_after):
-    from dupru_basicsr.plugin.model import DUPruModel
     _, exp_full = run_train(_pruned_opt('resume_full', 'dupru', pruning={'rewind': 'iter_1'}))
     full = _final_weights(exp_full)
 
     opt = _pruned_opt('resume_cut', 'dupru', pruning={'rewind': 'iter_1'})
-    original = DUPruModel.optimize_parameters
-
-    def crash(self, current_iter):
-        if current_iter == stop_after + 1:
-            raise KeyboardInterrupt('simulated kill')
-        original(self, current_iter)
-
-    monkeypatch.setattr(DUPruModel, 'optimize_parameters', crash)
-    with pytest.raises(KeyboardInterrupt):
-        run_train(opt)
-    monkeypatch.setattr(DUPruModel, 'optimize_parameters', original)
+    train_until_killed(monkeypatch, run_train, opt, stop_after + 1)
     _, exp_cut = run_train(opt, '--auto_resume')
     log = open(sorted(glob.glob(osp.join(exp_cut, 'train_*.log')))[-1]).read()
     resumed_iter = stop_after - 1
@@ -252,24 +241,8 @@ def test_dupru_model_starts_from_the_same_w0_as_srmodel_with_the_same_seed():
 
 @pytest.mark.parametrize('schedule', ['rounds', 'gradual'])
 def test_ema_is_masked_when_the_masks_change_not_every_step_and_its_zeros_stay(run_train, monkeypatch, schedule):
-    from dupru_basicsr.plugin.model import DUPruModel
     from dupru_basicsr.pruning import Pruner
-    calls, in_step = [], []
-    apply_mask, optimize = Pruner.apply_mask, DUPruModel.optimize_parameters
-
-    def counted_apply_mask(self, module=None):
-        calls.append(bool(in_step))
-        return apply_mask(self, module)
-
-    def optimize_parameters(self, current_iter):
-        in_step.append(current_iter)
-        try:
-            optimize(self, current_iter)
-        finally:
-            in_step.pop()
-
-    monkeypatch.setattr(Pruner, 'apply_mask', counted_apply_mask)
-    monkeypatch.setattr(DUPruModel, 'optimize_parameters', optimize_parameters)
+    calls = record_calls_in_steps(monkeypatch, Pruner, 'apply_mask')
     if schedule == 'rounds':
         opt = _pruned_opt('ema_rounds', 'dupru', save_freq=1)
     else:

@@ -8,7 +8,7 @@ from torch import nn
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from conftest import device_params, tiny_options
+from conftest import device_params, record_calls_in_steps, tiny_options
 from dupru_basicsr.pruning import Mask, Pruner
 
 MAX_OPS = 12
@@ -260,23 +260,7 @@ def test_targets_of_mixed_dtype_are_refused_with_their_names():
 
 
 def test_dupru_model_counts_the_frozen_fraction_only_when_it_logs(run_train, monkeypatch):
-    from dupru_basicsr.plugin.model import DUPruModel
-    calls, in_step = [], []
-    counted, optimize = Pruner.frozen_fraction, DUPruModel.optimize_parameters
-
-    def frozen_fraction(self):
-        calls.append(bool(in_step))
-        return counted(self)
-
-    def optimize_parameters(self, current_iter):
-        in_step.append(current_iter)
-        try:
-            optimize(self, current_iter)
-        finally:
-            in_step.pop()
-
-    monkeypatch.setattr(Pruner, 'frozen_fraction', frozen_fraction)
-    monkeypatch.setattr(DUPruModel, 'optimize_parameters', optimize_parameters)
+    calls = record_calls_in_steps(monkeypatch, Pruner, 'frozen_fraction')
     opt = tiny_options('frozen_log', 'DUPruModel', pruning={'rounds': 2, 'iters_per_round': 3, 'rate': 30},
                        total_iter=6, val_set=None)
     opt['logger']['print_freq'] = 3
