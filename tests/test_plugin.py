@@ -257,10 +257,17 @@ def test_path_c_project_script_killed_mid_round_resumes(tmp_path, basicsr_loop_r
     assert rc == -signal.SIGKILL, out[-3000:]
     exp = osp.join(str(tmp_path), 'experiments', 'plugin')
     assert sorted(os.listdir(osp.join(exp, 'training_states'))) == ['3.state', '6.state']
+    # what a kill inside a save leaves: the temporary files of atomic writes, removed when the resume is accepted
+    leftovers = [osp.join(exp, 'models', '.net_g_9.pth.abc123.tmp'), osp.join(exp, 'training_states',
+                                                                              '.9.state.def456.tmp')]
+    for path in leftovers:
+        with open(path, 'wb') as f:
+            f.write(b'half a file')
     # the import-time CPU fix reaches basicsr.train.load_resume_state: --auto_resume works on the CPU
     rc, out = _run([PY, 'train.py', '-opt', yml, '--auto_resume'], tmp_path, [REPO])
     assert rc == 0, out[-3000:]
     assert _resumed_from(out) == 6
+    assert not any(osp.exists(p) for p in leftovers)
     _assert_states_hold_pruning(exp)
     _assert_round_tickets(exp, expect_best=[2, 3])
     _assert_continues_reference(exp, ref_exp)

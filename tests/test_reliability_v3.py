@@ -395,20 +395,3 @@ def test_dupru_test_takes_the_results_folder_lock(tmp_path):
         result = _cli('test', ['-opt', yml, '--allow-random-weights'], tmp_path)
         _refused(result, 'dupru-test', 'results/scored is in use by process')
         assert snapshot_tree(tmp_path) == before
-
-
-def test_a_resume_under_basicsrs_own_loop_removes_the_temporary_files_of_an_interrupted_save(tmp_path):
-    from basicsr.models import build_model
-    models, states = tmp_path / 'models', tmp_path / 'training_states'
-    models.mkdir()
-    states.mkdir()
-    (models / '.net_g_4.pth.abc123.tmp').write_bytes(b'half a checkpoint')
-    (states / '.4.state.def456.tmp').write_bytes(b'half a state')
-    (models / 'net_g_2.pth').write_bytes(b'kept')
-    opt = tiny_options('tmpclean', 'DUPruModel', pruning={'rounds': 2, 'iters_per_round': 2}, total_iter=4,
-                       val_set=None)
-    opt.update(is_train=True, dist=False, rank=0, world_size=1, auto_resume=True)
-    opt['path'] = {'models': str(models), 'training_states': str(states), 'pretrain_network_g': None,
-                   'strict_load_g': True, 'resume_state': str(states / '2.state')}
-    build_model(opt)
-    assert sorted(os.listdir(models)) == ['net_g_2.pth'] and os.listdir(states) == []

@@ -45,11 +45,6 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
         if opt.get('deterministic'):
             # BasicSR's own loop (a checkout's train.py) sets cudnn.benchmark = True before it builds the model
             use_deterministic_algorithms()
-        if opt.get('is_train') and (opt.get('path') or {}).get('resume_state') and get_dist_info()[0] == 0:
-            # under BasicSR's own loop nobody else removes the temporary files of a save a kill interrupted
-            folders = [opt['path'][k] for k in ('models', 'training_states') if opt['path'].get(k)]
-            for path in remove_stale_temp_files(*folders):
-                get_root_logger().info(f'Removed {path}, left by an interrupted save.')
         super().__init__(opt)
 
     def init_training_settings(self):
@@ -271,3 +266,9 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
         self.pruner.apply_mask()
         if self.ema_decay > 0:
             self.pruner.apply_mask(self.get_bare_model(self.net_g_ema))
+        if get_dist_info()[0] == 0:
+            # the resume is accepted: under BasicSR's own loop nobody else removes the temporary files of a save a
+            # kill interrupted (dupru-train does so for any model, next, and then finds none)
+            folders = [self.opt['path'][k] for k in ('models', 'training_states') if self.opt['path'].get(k)]
+            for path in remove_stale_temp_files(*folders):
+                get_root_logger().info(f'Removed {path}, left by an interrupted save.')
