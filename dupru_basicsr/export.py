@@ -18,7 +18,7 @@ import torch
 from dupru_basicsr.weights.arch import ArchError, infer_msrresnet_arch
 from dupru_basicsr.weights.compressed import (NETWORK_KEYS, CompressedFormatError, is_compressed, pack_checkpoint,
                                               unpack_checkpoint)
-from dupru_basicsr.weights.io import atomic_save, load_checkpoint
+from dupru_basicsr.weights.io import atomic_save, load_checkpoint, odd_state_entry
 
 
 class ExportError(ValueError):
@@ -37,7 +37,7 @@ def export_compressed(checkpoint, out_path, half=False):
             return type(state).__name__
         if not state:
             return 'an empty dict'
-        if not all(isinstance(n, str) and torch.is_tensor(t) for n, t in state.items()):
+        if odd_state_entry(state) is not None:
             return 'a dict of other things than names and tensors'
         return None
 

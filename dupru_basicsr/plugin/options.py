@@ -11,7 +11,7 @@ from dupru_basicsr.plugin.datasets import check_datasets
 from dupru_basicsr.plugin.option_base import (OptionError, OptionWarning, as_int, build_network, did_you_mean,
                                               is_pruning_model)
 from dupru_basicsr.plugin.pruning_options import check_pruning_options
-from dupru_basicsr.weights.io import load_checkpoint
+from dupru_basicsr.weights.io import load_checkpoint, odd_state_entry
 
 
 def _check_registered(opt):
@@ -150,9 +150,7 @@ def check_pretrained_network(opt):
     if isinstance(ckpt, dict) and param_key is not None and param_key not in ckpt and 'params' in ckpt:
         param_key = 'params'  # what BasicSR's load_network falls back to
     state = ckpt.get(param_key) if isinstance(ckpt, dict) and param_key is not None else ckpt
-    import torch
-    if not isinstance(state, dict) or not state or not all(isinstance(k, str) and torch.is_tensor(v)
-                                                           for k, v in state.items()):
+    if not isinstance(state, dict) or not state or odd_state_entry(state) is not None:
         raise OptionError(f'{key}: "{path}" holds no network weights under "{param_key}" (a mapping of parameter '
                           'names to tensors); point it at a BasicSR network checkpoint (net_g_*.pth), or set '
                           'path.param_key_g.')

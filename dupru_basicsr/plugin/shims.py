@@ -116,9 +116,8 @@ def patch_basicsr():
     times; imports basicsr."""
     import basicsr.train
     import basicsr.utils.dist_util
-    from basicsr.models.base_model import BaseModel
-
     import basicsr.utils.options
+    from basicsr.models.base_model import BaseModel
 
     from dupru_basicsr.plugin import checkpointing
     from dupru_basicsr.plugin.option_base import parse_force_value

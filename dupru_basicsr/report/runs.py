@@ -11,7 +11,7 @@ import yaml
 
 from dupru_basicsr.report import CompareError
 from dupru_basicsr.weights.arch import ArchError, infer_msrresnet_arch
-from dupru_basicsr.weights.io import load_checkpoint
+from dupru_basicsr.weights.io import load_checkpoint, odd_state_entry
 
 
 _ITER_CKPT_RE = re.compile(r'^net_g_(\d+)\.pth$')
@@ -77,7 +77,7 @@ def select_state_dict(ckpt, path):
             keys = list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
             raise CompareError(f'{path} holds no network weights ("params_ema", "params" or a state dict); found '
                                f'{keys}. Is it a BasicSR training state (*.state) rather than a net_g_*.pth?')
-    odd = next((k for k, v in state.items() if not isinstance(k, str) or not torch.is_tensor(v)), None)
+    odd = odd_state_entry(state)
     if odd is not None or not state:
         what = 'is empty' if not state else (f'has the entry {odd!r}: {type(state[odd]).__name__}, not a name and a '
                                              'tensor')

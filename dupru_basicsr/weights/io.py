@@ -89,6 +89,12 @@ def load_checkpoint(path, map_location='cpu'):
                            'corrupt or not a checkpoint written by this package.') from e
 
 
+def odd_state_entry(state):
+    """The first key of the mapping `state` whose entry is not a parameter name with a tensor (None when all are):
+    what a network checkpoint's `params` must hold before anything loads it."""
+    return next((k for k, v in state.items() if not isinstance(k, str) or not torch.is_tensor(v)), None)
+
+
 def load_failure(error):
     """The reason in a torch.load error, without torch's advice to load with weights_only=False (which would run
     whatever code the file carries)."""
