@@ -125,7 +125,8 @@ def format_table(results, dataset):
 def format_timing(results):
     """Inference time per image of each run (varies from run to run and machine to machine)."""
     times = [(s['label'], (s.get('timing') or {}).get('ms_per_image')) for s in results.model_stats]
-    return 'Inference ms/image: ' + ', '.join(f'{label} {"n/a" if ms is None else f"{ms:.1f}"}' for label, ms in times)
+    return 'Inference ms/image (PyTorch, dense kernels: zeros cost as much as weights): ' + ', '.join(
+        f'{label} {"n/a" if ms is None else f"{ms:.1f}"}' for label, ms in times)
 
 
 TABLE_BEGIN, TABLE_END = '<!-- demo-table -->', '<!-- /demo-table -->'

@@ -36,12 +36,24 @@ def check_device(device, error=ValueError):
     return device
 
 
+def finetune_schedule(total, final_sparsity):
+    """Gradual pruning of a trained network while it is fine-tuned for `total` iterations: the weights already carry
+    what they learnt, so pruning starts at once (iteration 1) and ends at 60 % of the run, in 12 steps, leaving 40 %
+    to recover at the final sparsity; the `pruning:` keys of `schedule: gradual`."""
+    end = max(2, total * 6 // 10)
+    return dict(start_iter=1, end_iter=end, frequency=max(1, (end - 1) // 12), final_sparsity=final_sparsity)
+
+
 def make_options(method, data, preset, name, device_gpus, seed=0, rewind='init', total_iter=None, gradual=None,
-                 restarts=True, rate=None):
+                 restarts=True, rate=None, targets=DEFAULT_TARGETS, scope='layer', pretrained=None, lr=None):
     """A BasicSR option dict for one run: stock SRModel (`total_iter` defaults to rounds x iters; with `restarts`
     the pruned runs' LR curve, a cosine restarted every `iters`, else one cosine over the whole run) or DUPruModel
     with the given freeze `method`, `rewind` and `rate` (% of the survivors per round, default the preset's), or
-    `gradual` pruning settings (start_iter, end_iter, final_sparsity, frequency; one cosine over the whole run)."""
+    `gradual` pruning settings (start_iter, end_iter, final_sparsity, frequency; one cosine over the whole run).
+    `targets` (patterns or a preset name: body / whole) and `scope` go to the `pruning:` section; `pretrained`: a
+    BasicSR checkpoint (`params`) the run starts from (path.pretrain_network_g); `lr` overrides the preset's."""
+    lr = preset['lr'] if lr is None else lr
+    targets = targets if isinstance(targets, str) else list(targets)
     rounds, iters = preset['rounds'], preset['iters']
     total = total_iter or rounds * iters
     if method == 'stock' or gradual:
@@ -70,13 +82,14 @@ def make_options(method, data, preset, name, device_gpus, seed=0, rewind='init',
         },
         'network_g': {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': preset['num_feat'],
                       'num_block': preset['num_block'], 'upscale': 4},
-        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'path': {'pretrain_network_g': pretrained, 'param_key_g': 'params', 'strict_load_g': True,
+                 'resume_state': None},
         'train': {
             'ema_decay': 0,
-            'optim_g': {'type': 'Adam', 'lr': preset['lr'], 'weight_decay': 0, 'betas': [0.9, 0.99]},
+            'optim_g': {'type': 'Adam', 'lr': lr, 'weight_decay': 0, 'betas': [0.9, 0.99]},
             # a cosine from lr to 1% of it: restarted every E iterations (rounds; stock with `restarts`) or once
             'scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': periods,
-                          'restart_weights': [1] * len(periods), 'eta_min': preset['lr'] / 100},
+                          'restart_weights': [1] * len(periods), 'eta_min': lr / 100},
             'total_iter': total,
             'warmup_iter': -1,
             'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
@@ -91,11 +104,11 @@ def make_options(method, data, preset, name, device_gpus, seed=0, rewind='init',
         'dist_params': {'backend': 'gloo', 'port': 29500},
     }
     if gradual:
-        opt['pruning'] = {'method': method, 'targets': list(DEFAULT_TARGETS), 'schedule': 'gradual', 'rounds': 1,
-                          'iters_per_round': total, 'eps': 1e-6, 'scope': 'layer', 'rewind': 'none', **gradual}
+        opt['pruning'] = {'method': method, 'targets': targets, 'schedule': 'gradual', 'rounds': 1,
+                          'iters_per_round': total, 'eps': 1e-6, 'scope': scope, 'rewind': 'none', **gradual}
     elif method != 'stock':
-        opt['pruning'] = {'method': method, 'targets': list(DEFAULT_TARGETS), 'rate': rate or preset['rate'],
-                          'rounds': rounds, 'iters_per_round': iters, 'eps': 1e-6, 'scope': 'layer', 'rewind': rewind}
+        opt['pruning'] = {'method': method, 'targets': targets, 'rate': rate or preset['rate'],
+                          'rounds': rounds, 'iters_per_round': iters, 'eps': 1e-6, 'scope': scope, 'rewind': rewind}
     return opt
 
 

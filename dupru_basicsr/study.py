@@ -23,7 +23,7 @@ import statistics
 import sys
 import time
 
-from dupru_basicsr.experiments import check_device, gradual_schedule, make_options, train_experiment
+from dupru_basicsr.experiments import check_device, finetune_schedule, gradual_schedule, make_options, train_experiment
 from dupru_basicsr.pruning import rate_for_sparsity
 
 PRESETS = {
@@ -48,8 +48,11 @@ class StudyError(ValueError):
     """A bad study input; the message names it and the fix."""
 
 
-def recipes(preset):
-    """(label, method, make_options keyword arguments) of every run of one seed."""
+def recipes(preset, finetune=None):
+    """(label, method, make_options keyword arguments) of every run of one seed; with `finetune` (F iterations) the
+    runs that start from a trained dense network instead (see finetune_recipes)."""
+    if finetune is not None:
+        return finetune_recipes(preset, finetune)
     runs = [('stock_E', 'stock', dict(total_iter=preset['iters'])), ('stock_TxE_restart', 'stock', {}),
             ('stock_TxE_cosine', 'stock', dict(restarts=False))]
     if preset['rounds'] < 2:
@@ -60,15 +63,41 @@ def recipes(preset):
         rate = rate_for_sparsity(sparsity, preset['rounds'] - 1)
         runs += [(f'dupru_gradual_{tag}', 'dupru', dict(gradual=gradual)),
                  (f'imp_gradual_{tag}', 'imp', dict(gradual=gradual))]
+        # the whole network (body + upsampler: every convolution but the first and last), layer and global scope
+        runs += [(f'dupru_gradual_whole_{tag}', 'dupru', dict(gradual=gradual, targets='whole')),
+                 (f'dupru_gradual_whole-global_{tag}', 'dupru', dict(gradual=gradual, targets='whole', scope='global')),
+                 (f'imp_gradual_whole_{tag}', 'imp', dict(gradual=gradual, targets='whole'))]
         for rewind in ('lr', 'init'):
             for method in ('dupru', 'upru'):
                 runs.append((f'{method}_{rewind}_{tag}', method, dict(rewind=rewind, rate=rate)))
     return runs
 
 
+FINETUNE_BASELINES = ('start', 'dense_finetune')
+
+
+def finetune_recipes(preset, finetune):
+    """The pretrained workflow: every run starts from the same trained dense weights ('start', scored as it is) and
+    trains F = `finetune` iterations with one cosine from half the preset's LR: `dense_finetune` (no pruning, the
+    baseline) and, per target sparsity, gradual pruning while fine-tuning (experiments.finetune_schedule; no
+    rewinding) of the whole network (DUPru layer / global scope, IMP) and of the body alone (DUPru)."""
+    if finetune < 2:
+        raise StudyError(f'--finetune {finetune}: the fine-tune needs at least 2 iterations.')
+    common = dict(total_iter=finetune, restarts=False, lr=preset['lr'] / 2)
+    runs = [('start', None, {}), ('dense_finetune', 'stock', common)]
+    for sparsity in preset['sparsities']:
+        tag = f'{100 * sparsity:g}'
+        gradual = dict(common, gradual=finetune_schedule(finetune, sparsity))
+        runs += [(f'dupru_gradual_whole_{tag}', 'dupru', dict(gradual, targets='whole')),
+                 (f'dupru_gradual_whole-global_{tag}', 'dupru', dict(gradual, targets='whole', scope='global')),
+                 (f'imp_gradual_whole_{tag}', 'imp', dict(gradual, targets='whole')),
+                 (f'dupru_gradual_{tag}', 'dupru', gradual)]
+    return runs
+
+
 def sparsity_of(label):
     """The target sparsity tag of a sparse recipe label ('90' of 'dupru_lr_90'), else None."""
-    return None if label.startswith('stock') else label.rsplit('_', 1)[1]
+    return None if label.startswith('stock') or label in FINETUNE_BASELINES else label.rsplit('_', 1)[1]
 
 
 def prepare_study_data(train_hr, out, progress):
@@ -144,9 +173,10 @@ def train_runs(planned, root, jobs, progress):
     return {label: done[label] for label, _ in planned}  # in plan order, whichever finished first
 
 
-def summarise(results, runs, datasets):
-    """Per recipe: the seeds it has, mean and spread (max - min over seeds) of each metric, body and whole-model
-    sparsity, compressed size, and the Y-PSNR difference to the better T x E stock baseline of each dataset."""
+def summarise(results, runs, datasets, baselines=STOCK_TXE):
+    """Per recipe: the seeds it has, mean and spread (max - min over seeds) of each metric, body, upsampler and
+    whole-model sparsity, compressed size, and the Y-PSNR difference to the better baseline row (the T x E stock
+    rows; in the pretrained workflow the start weights and their dense fine-tune) of each dataset."""
     stats = {s['label']: s for s in results.model_stats}
     table = {}
     for label, *_ in runs:
@@ -156,6 +186,7 @@ def summarise(results, runs, datasets):
         runs_stats = [stats[f'{label}_s{s}'] for s in seeds]
         row = {'seeds': seeds,
                'body_sparsity': statistics.mean(s['body_sparsity'] for s in runs_stats),
+               'upsampler_sparsity': statistics.mean(s.get('upsampler_sparsity', 0.0) for s in runs_stats),
                'model_sparsity': statistics.mean(1 - s['nonzero_params'] / s['params'] for s in runs_stats),
                'compressed_bytes': statistics.mean(s['compressed_bytes'] for s in runs_stats),
                'dense_bytes': statistics.mean(s['dense_bytes'] for s in runs_stats)}
@@ -166,7 +197,7 @@ def summarise(results, runs, datasets):
                 row[f'{ds}_{metric}_spread'] = max(values) - min(values)
                 row[f'{ds}_{metric}_seeds'] = values
         table[label] = row
-    best_stock = {ds: max((s for s in STOCK_TXE if s in table), key=lambda s: table[s][f'{ds}_psnr_y'])
+    best_stock = {ds: max((s for s in baselines if s in table), key=lambda s: table[s][f'{ds}_psnr_y'])
                   for ds in datasets}
     for row in table.values():
         for ds in datasets:
@@ -187,13 +218,16 @@ def best_sparse(table, datasets):
     return {tag: label for tag, (label, _) in best.items()}
 
 
-def format_markdown(table, best_stock, decisive, datasets, preset, train_seconds, extra_seeds, wall_seconds):
-    head = ['recipe', 'seeds', 'body sparsity', 'model sparsity', 'ticket (KB)']
+def format_markdown(table, best_stock, decisive, datasets, preset, train_seconds, extra_seeds, wall_seconds,
+                    finetune=None, from_trained=None):
+    baseline_word = 'better stock' if finetune is None else 'better dense'
+    head = ['recipe', 'seeds', 'body sparsity', 'upsampler sparsity', 'model sparsity', 'ticket (KB)']
     for ds in datasets:
-        head += [f'{ds} PSNR-Y (spread)', f'{ds} Δ vs better stock', f'{ds} PSNR-RGB', f'{ds} SSIM-Y']
+        head += [f'{ds} PSNR-Y (spread)', f'{ds} Δ vs {baseline_word}', f'{ds} PSNR-RGB', f'{ds} SSIM-Y']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for label, row in table.items():
-        cells = [label, len(row['seeds']), f'{100 * row["body_sparsity"]:.2f}%', f'{100 * row["model_sparsity"]:.2f}%',
+        cells = [label, len(row['seeds']), f'{100 * row["body_sparsity"]:.2f}%',
+                 f'{100 * row["upsampler_sparsity"]:.2f}%', f'{100 * row["model_sparsity"]:.2f}%',
                  f'{row["compressed_bytes"] / 1e3:.1f}']
         for ds in datasets:
             cells += [f'{row[f"{ds}_psnr_y"]:.4f} ({row[f"{ds}_psnr_y_spread"]:.4f})',
@@ -202,15 +236,25 @@ def format_markdown(table, best_stock, decisive, datasets, preset, train_seconds
         lines.append('| ' + ' | '.join(str(c) for c in cells) + ' |')
     total = preset['rounds'] * preset['iters']
     dense = next(iter(table.values()))['dense_bytes']
-    lines += ['', f'MSRResNet x4, {preset["num_feat"]} features / {preset["num_block"]} blocks; budget T = '
-              f'{preset["rounds"]} rounds x E = {preset["iters"]} iterations = {total} (stock_E: {preset["iters"]}); '
-              f'batch {preset["batch"]}, {preset["gt_size"]}² GT crops, Adam lr {preset["lr"]:g}. Means over the '
-              'seeds; spread = max - min over the seeds. Δ: mean Y-PSNR minus that of the better T x E stock row on '
-              f'the same dataset ({", ".join(f"{ds}: {s}" for ds, s in best_stock.items())}). Ticket: dupru-export '
-              f'size of the final weights (dense: {dense / 1e3:.1f} KB).', '']
+    net = f'MSRResNet x4, {preset["num_feat"]} features / {preset["num_block"]} blocks'
+    if finetune is None:
+        budget = (f'budget T = {preset["rounds"]} rounds x E = {preset["iters"]} iterations = {total} (stock_E: '
+                  f'{preset["iters"]}); batch {preset["batch"]}, {preset["gt_size"]}² GT crops, Adam lr '
+                  f'{preset["lr"]:g}')
+        baseline_text = 'the better T x E stock row'
+    else:
+        budget = (f'every run starts from the seed\'s {from_trained} weights ("start", scored as they are) and '
+                  f'trains F = {finetune} iterations, one cosine from Adam lr {preset["lr"] / 2:g}; gradual pruning '
+                  f'from iteration 1 to {finetune_schedule(finetune, 0.9)["end_iter"]}, no rewinding; batch '
+                  f'{preset["batch"]}, {preset["gt_size"]}² GT crops')
+        baseline_text = 'the better of start and dense_finetune'
+    lines += ['', f'{net}; {budget}. Means over the seeds; spread = max - min over the seeds. Δ: mean Y-PSNR minus '
+              f'that of {baseline_text} on the same dataset ({", ".join(f"{ds}: {s}" for ds, s in best_stock.items())}'
+              f'). Ticket: dupru-export size of the final weights (dense: {dense / 1e3:.1f} KB). Sparsity: zeros in '
+              'the body.* weights, in upconv1/upconv2/conv_hr, and among all parameters.', '']
     if decisive:
-        lines.append(f'Seed(s) {", ".join(map(str, extra_seeds))} added for {", ".join(decisive)} (both T x E stock '
-                     'rows and the best sparse recipe of each sparsity, picked by mean Y-PSNR of the first seeds on '
+        lines.append(f'Seed(s) {", ".join(map(str, extra_seeds))} added for {", ".join(decisive)} (the baseline rows '
+                     'and the best sparse recipe of each sparsity, picked by mean Y-PSNR of the first seeds on '
                      'these same test sets).')
     for tag in sorted({sparsity_of(label) for label in table} - {None}, key=float):
         label = best_sparse(table, datasets).get(tag)
@@ -221,7 +265,7 @@ def format_markdown(table, best_stock, decisive, datasets, preset, train_seconds
         lines.append(f'- {tag} % target: best recipe {label} ({100 * row["body_sparsity"]:.2f} % of the body, '
                      f'{100 * row["model_sparsity"]:.2f} % of all weights): Δ ' +
                      ', '.join(f'{ds} {d:+.4f} dB' for ds, d in deltas.items()) +
-                     f'; {verdict} the {TARGET_DB} dB target.')
+                     f'; {verdict} {TARGET_DB} dB of the {baseline_word} row.')
     lines.append(f'- This invocation: {wall_seconds / 60:.1f} min wall clock, {len(train_seconds)} runs trained '
                  f'({sum(train_seconds.values()) / 60:.1f} min summed over the runs; runs finished earlier were '
                  'skipped).')
@@ -230,10 +274,13 @@ def format_markdown(table, best_stock, decisive, datasets, preset, train_seconds
 
 def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_root='datasets',
               datasets=('Set5', 'Set14'), out='results/study', seeds=None, progress=True, jobs=1, extra_seeds=None,
-              iters=None, only=None, device=None):
+              iters=None, only=None, device=None, from_trained=None, finetune=1000):
     """Train and evaluate the study (see the module docstring). `iters` overrides the preset's E (the gradual
-    schedule scales with it); `only` keeps these recipe labels (and both T x E stock rows, the baseline); `device`
-    ('cpu' or 'cuda'; default: CUDA where present) is where the runs train and are evaluated."""
+    schedule scales with it); `only` keeps these recipe labels (and the baseline rows: both T x E stock rows, unless
+    `only` names one of them); `device` ('cpu' or 'cuda'; default: CUDA where present) is where the runs train and
+    are evaluated. `from_trained` (a recipe label of this study, e.g. stock_TxE_cosine): the pretrained workflow,
+    every run starts from that run's final weights of the same seed in the same --out and trains `finetune`
+    iterations (finetune_recipes). Runs with another E or F get their own names and their own study_*.md."""
     from dupru_basicsr.report.build import compare
     device = check_device(device, StudyError)
     preset = dict(PRESETS[preset_name])
@@ -248,13 +295,20 @@ def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_ro
                          'extra seeds that are not among the seeds.')
     if jobs < 1:
         raise StudyError(f'--jobs {jobs}: must be >= 1.')
-    runs = recipes(preset)
+    trained_labels = [label for label, *_ in recipes(preset)]
+    if from_trained is not None and from_trained not in trained_labels:
+        raise StudyError(f'--from-trained {from_trained}: not a recipe of preset {preset_name} (recipes: '
+                         f'{", ".join(trained_labels)}).')
+    runs = recipes(preset, finetune if from_trained is not None else None)
+    baselines = STOCK_TXE if from_trained is None else FINETUNE_BASELINES
     if only:
         unknown = sorted(set(only) - {label for label, *_ in runs})
         if unknown:
             raise StudyError(f'--recipes {" ".join(unknown)}: not a recipe of preset {preset_name} (recipes: '
                              f'{", ".join(label for label, *_ in runs)}).')
-        runs = [r for r in runs if r[0] in set(only) | set(STOCK_TXE)]
+        named = set(only) & set(baselines)
+        baselines = tuple(b for b in baselines if b in named) if named and from_trained is None else baselines
+        runs = [r for r in runs if r[0] in set(only) | set(baselines)]
     if osp.exists(out) and not osp.isdir(out):
         raise StudyError(f'--out {out} is a file; give a folder (it is created if missing).')
     from dupru_basicsr.utils.cli import plain_name_problem
@@ -271,7 +325,22 @@ def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_ro
     if not osp.isdir(train_hr):
         raise StudyError(f'--train-hr {train_hr} does not exist; point it at a folder of HR images.')
     out = osp.abspath(out)
-    definition = {'preset': preset_name, 'settings': preset, 'train_hr': osp.abspath(train_hr),
+    base_prefix = f'study_{preset_name}'
+    # runs with another E (or fine-tunes) are other experiments: they get their own names (a rerun must not take one
+    # for the other), and their own study_<suffix>.md; the definition (data, network, device) is shared
+    suffix = ('' if iters is None else f'_E{iters}') if from_trained is None else f'_from-{from_trained}_F{finetune}'
+    prefix = base_prefix + suffix
+    starts = {}
+    if from_trained is not None:
+        for seed in seeds + extra_seeds:
+            starts[seed] = osp.join(out, 'experiments', f'{base_prefix}_{from_trained}_s{seed}')
+            path = osp.join(starts[seed], 'models', 'net_g_latest.pth')
+            if not osp.isfile(path):
+                raise StudyError(f'--from-trained {from_trained}: {path} does not exist; train it first with the same '
+                                 f'--out and preset (dupru-study --preset {preset_name} --out {out} --recipes '
+                                 f'{from_trained} --seeds {seed}), or leave seed {seed} out.')
+    settings = {k: v for k, v in preset.items() if k != 'iters'}  # E only names runs (see prefix)
+    definition = {'preset': preset_name, 'settings': settings, 'train_hr': osp.abspath(train_hr),
                   'data_root': osp.abspath(data_root), 'datasets': list(datasets), 'device': device}
     check_same_study(out, definition)
     os.makedirs(out, exist_ok=True)
@@ -284,48 +353,56 @@ def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_ro
     data = {'train': train, 'val': val}
     gpus = 1 if device == 'cuda' else 0
 
-    # runs with another E are other experiments: they get their own names (a rerun must not take one for the other)
-    prefix = f'study_{preset_name}' + ('' if iters is None else f'_E{iters}')
-
     def plan(labels_seeds):
         planned = []
         for label, seed in labels_seeds:
             method, kwargs = next((m, kw) for name, m, kw in runs if name == label)
+            if method is None:  # 'start': scored, not trained
+                continue
+            if from_trained is not None:
+                kwargs = dict(kwargs, pretrained=osp.join(starts[seed], 'models', 'net_g_latest.pth'))
             opt = make_options(method, data, preset, f'{prefix}_{label}_s{seed}', gpus, seed=seed, **kwargs)
             opt['datasets']['val']['name'] = datasets[0]
             planned.append((f'{label}_s{seed}', opt))
         return planned
+
+    def with_starts(done, run_seeds):
+        if from_trained is not None:
+            done.update({f'start_s{seed}': (starts[seed], None) for seed in run_seeds})
+        return done
 
     def evaluate(done, **kwargs):
         labels = list(done)
         return compare([done[k][0] for k in labels], datasets=list(datasets), data_root=data_root, labels=labels,
                        repeats=0, progress=progress, device=device, **kwargs)
 
-    done = train_runs(plan([(label, seed) for seed in seeds for label, *_ in runs]), out, jobs, progress)
+    done = with_starts(train_runs(plan([(label, seed) for seed in seeds for label, *_ in runs]), out, jobs, progress),
+                       seeds)
     decisive, first_pass = [], None
     if extra_seeds:
-        # the rows a conclusion rests on get more seeds: both T x E stock rows and the best sparse recipe per level
+        # the rows a conclusion rests on get more seeds: the baseline rows and the best sparse recipe per level
         first_pass = evaluate(done, tickets=False, write=False)
-        first, _ = summarise(first_pass, runs, datasets)
-        decisive = list(STOCK_TXE) + list(best_sparse(first, datasets).values())
-        done.update(train_runs(plan([(label, seed) for seed in extra_seeds for label in decisive]), out, jobs,
-                               progress))
+        first, _ = summarise(first_pass, runs, datasets, baselines)
+        decisive = list(baselines) + list(best_sparse(first, datasets).values())
+        done.update(with_starts(train_runs(plan([(label, seed) for seed in extra_seeds for label in decisive]), out,
+                                           jobs, progress), extra_seeds))
     train_seconds = {k: v[1] for k, v in done.items() if v[1] is not None}
     # the runs of the first pass keep its rows: only the extra seeds' runs (and every run's tickets) are scored now
-    results = evaluate(done, out_dir=osp.join(out, 'report'), baseline=f'stock_TxE_cosine_s{seeds[0]}',
+    results = evaluate(done, out_dir=osp.join(out, 'report' + suffix), baseline=f'{baselines[-1]}_s{seeds[0]}',
                        reuse=first_pass)
-    table, best_stock = summarise(results, runs, datasets)
+    table, best_stock = summarise(results, runs, datasets, baselines)
     markdown = format_markdown(table, best_stock, decisive, datasets, preset, train_seconds, extra_seeds,
-                               time.time() - t0)
-    with open(osp.join(out, 'study.md'), 'w') as f:
+                               time.time() - t0, finetune if from_trained else None, from_trained)
+    with open(osp.join(out, f'study{suffix}.md'), 'w') as f:
         f.write(markdown)
-    with open(osp.join(out, 'study.json'), 'w') as f:
+    with open(osp.join(out, f'study{suffix}.json'), 'w') as f:
         json.dump({'preset': preset_name, 'settings': preset, 'seeds': list(seeds), 'extra_seeds': list(extra_seeds),
                    'decisive': decisive, 'best_stock': best_stock, 'table': table, 'jobs': jobs, 'device': device,
+                   'from_trained': from_trained, 'finetune': finetune if from_trained else None,
                    'train_hr': osp.abspath(train_hr), 'data_root': osp.abspath(data_root),
                    'train_seconds': train_seconds, 'total_seconds': time.time() - t0}, f, indent=1, default=str)
     print(markdown)
-    print(f'Report: {osp.join(out, "report", "report.html")}\nTotal time: {time.time() - t0:.0f} s')
+    print(f'Report: {osp.join(out, "report" + suffix, "report.html")}\nTotal time: {time.time() - t0:.0f} s')
     return table
 
 
@@ -343,7 +420,12 @@ def main(argv=None):
     parser.add_argument('--iters', type=int, default=None,
                         help="iterations per round E (default: the preset's; the budget is T x E)")
     parser.add_argument('--recipes', nargs='+', default=None,
-                        help='only these recipes (the two T x E stock rows are always trained: they are the baseline)')
+                        help='only these recipes, and the baseline rows (both T x E stock rows unless one is named '
+                        'here; with --from-trained: start and dense_finetune)')
+    parser.add_argument('--from-trained', default=None, metavar='RECIPE',
+                        help='the pretrained workflow: start every run from this recipe\'s trained weights (same seed, '
+                        'same --out, e.g. stock_TxE_cosine) and fine-tune --finetune iterations while pruning')
+    parser.add_argument('--finetune', type=int, default=1000, help='F: fine-tune iterations with --from-trained')
     parser.add_argument('--jobs', type=int, default=1,
                         help='runs trained at once, each with cpu_count // jobs threads (2 is faster on 2 cores)')
     parser.add_argument('--device', choices=['cpu', 'cuda'], default=None,
@@ -357,7 +439,8 @@ def main(argv=None):
 
     def run():
         run_study(args.preset, args.train_hr, args.data_root, args.datasets, args.out, args.seeds,
-                  not args.no_progress, args.jobs, args.extra_seeds, args.iters, args.recipes, args.device)
+                  not args.no_progress, args.jobs, args.extra_seeds, args.iters, args.recipes, args.device,
+                  args.from_trained, args.finetune)
 
     return run_command('dupru-study', run, (StudyError, CompareError, PrepareError))
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import tiny_options
-from dupru_basicsr.plugin.presets import TARGET_PRESETS, preset_targets
+from dupru_basicsr.plugin.presets import TARGET_PRESETS, WHOLE_TARGET_PRESETS, preset_targets
 from dupru_basicsr.pruning import num_to_remove, select_targets
 
 TINY_NETS = {
@@ -42,6 +42,39 @@ def test_preset_covers_most_weights_but_not_first_and_last(arch):
     assert covered / total > 0.75, (arch, covered / total)
     assert not any(n.startswith(('conv_first', 'conv_last', 'upsample', 'upconv')) for n in targets)
     assert all(n.endswith('weight') for n in targets)
+
+
+@pytest.mark.parametrize('arch', sorted(WHOLE_TARGET_PRESETS))
+def test_whole_preset_adds_the_upsampler_and_leaves_only_first_and_last_dense(arch):
+    net = _build(arch, FULL_NETS[arch])
+    body = select_targets(net, preset_targets(arch))
+    whole = select_targets(net, preset_targets(arch, 'whole'))
+    assert set(body) < set(whole)
+    added = set(whole) - set(body)
+    assert added and all(n.startswith(('upconv', 'conv_hr', 'upsample', 'conv_up')) for n in added), added
+    convs = {f'{name}.weight' for name, m in net.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    dense = convs - set(whole)
+    assert {n.split('.')[0] for n in dense} <= {'conv_first', 'conv_last', 'conv_before_upsample'} | (
+        {'body'} if arch == 'RCAN' else set()), dense  # RCAN: channel attention's 1x1 convs stay dense
+    if arch == 'MSRResNet':
+        total = sum(p.numel() for p in net.parameters())
+        assert sorted(added) == ['conv_hr.weight', 'upconv1.weight', 'upconv2.weight']
+        assert sum(p.numel() for p in whole.values()) == 1511424 and total == 1517571  # 99.6 % of the weights
+        assert dense == {'conv_first.weight', 'conv_last.weight'}
+
+
+def test_targets_option_names_a_preset_or_lists_patterns():
+    from dupru_basicsr.plugin.option_base import OptionError
+    from dupru_basicsr.plugin.pruning_options import PruningConfig
+    assert PruningConfig.from_opt({'targets': 'whole'}).resolve_targets('MSRResNet') == \
+        preset_targets('MSRResNet', 'whole')
+    assert PruningConfig.from_opt({'targets': 'body'}).resolve_targets('MSRResNet') == ['body.*.weight']
+    assert PruningConfig.from_opt({}).resolve_targets('MSRResNet') == ['body.*.weight']
+    assert PruningConfig.from_opt({'targets': 'upconv1.weight'}).resolve_targets('MSRResNet') == ['upconv1.weight']
+    with pytest.raises(OptionError, match='pruning.targets: No pruning target preset for network type "SwinIR"'):
+        PruningConfig.from_opt({'targets': 'whole'}).resolve_targets('SwinIR')
+    with pytest.raises(OptionError, match='preset .body or whole. or a non-empty list'):
+        PruningConfig.from_opt({'targets': []})
 
 
 def test_unknown_network_needs_explicit_targets():

@@ -127,7 +127,7 @@ def test_smoke_study_end_to_end_resumes_without_training_again(tmp_path, capsys,
     monkeypatch.setattr(build, 'evaluate_dataset', counting_evaluate_dataset)
     assert main(argv) == 0
     assert evaluated_on == ['cpu', 'cpu']  # where the runs trained (the first pass picks the decisive rows)
-    assert len(scored) == 15 + 4  # every run scored once: the final pass keeps the first pass's rows
+    assert len(scored) == 21 + 4  # every run scored once: the final pass keeps the first pass's rows
     with open(out / 'study.json') as f:
         first = json.load(f)
     assert first['device'] == 'cpu'
@@ -140,21 +140,47 @@ def test_smoke_study_end_to_end_resumes_without_training_again(tmp_path, capsys,
         assert row['seeds'] == ([0, 1] if label in first['decisive'] else [0]), label
         if not label.startswith('stock'):
             target = int(label.rsplit('_', 1)[1]) / 100
-            assert row['body_sparsity'] == pytest.approx(target, abs=0.01), label
-            assert 0 < row['model_sparsity'] < row['body_sparsity']
+            if 'global' not in label:  # layer scope: every target layer at the target
+                assert row['body_sparsity'] == pytest.approx(target, abs=0.01), label
+            assert 0 < row['model_sparsity'] < target
             assert row['compressed_bytes'] < row['dense_bytes']
-    assert len(first['train_seconds']) == 15 + 4
+            # the whole-network recipes prune the upsampler too, the others leave it dense
+            assert (row['upsampler_sparsity'] > 0.3) == ('whole' in label), label
+    assert len(first['train_seconds']) == 21 + 4
     md = (out / 'study.md').read_text()
     assert '| dupru_gradual_75 |' in md and 'Δ vs better stock' in md and '% target: best recipe' in md
     assert (out / 'report' / 'report.html').is_file()
     # a rerun trains nothing and gives the same table
     stamps = {p: p.stat().st_mtime_ns for p in (out / 'experiments').rglob('net_g_latest.pth')}
-    assert len(stamps) == 19
+    assert len(stamps) == 25
     assert main(argv) == 0
     with open(out / 'study.json') as f:
         second = json.load(f)
     assert second['train_seconds'] == {} and second['table'] == table
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+    # the pretrained workflow in the same folder: every run starts from the seed's stock_TxE_cosine weights
+    finetune = argv + ['--from-trained', 'stock_TxE_cosine', '--finetune', '6', '--seeds', '0', '--extra-seeds',
+                       '--recipes', 'dense_finetune', 'dupru_gradual_whole_50']
+    assert main(finetune + ['--seeds', '0', '7']) == 2  # seed 7 has no trained start: refused, nothing written
+    err = capsys.readouterr().err
+    assert 'study_smoke_stock_TxE_cosine_s7' in err and '--recipes stock_TxE_cosine --seeds 7' in err
+    assert main(finetune) == 0
+    with open(out / 'study_from-stock_TxE_cosine_F6.json') as f:
+        tuned = json.load(f)
+    assert sorted(tuned['table']) == ['dense_finetune', 'dupru_gradual_whole_50', 'start']
+    start = str(out / 'experiments' / 'study_smoke_stock_TxE_cosine_s0' / 'models' / 'net_g_latest.pth')
+    for label in ('dense_finetune', 'dupru_gradual_whole_50'):
+        with open(out / 'options' / f'study_smoke_from-stock_TxE_cosine_F6_{label}_s0.yml') as f:
+            opt = yaml.safe_load(f)
+        assert opt['path']['pretrain_network_g'] == start and opt['train']['total_iter'] == 6
+        assert opt['train']['optim_g']['lr'] == PRESETS['smoke']['lr'] / 2
+    assert opt['pruning']['rewind'] == 'none' and opt['pruning']['targets'] == 'whole'
+    # 'start' is the trained run itself, scored as it is: its row is the stock row of the first study
+    assert tuned['table']['start']['Held_psnr_y'] == table['stock_TxE_cosine']['Held_psnr_y_seeds'][0]
+    assert 'Δ vs better dense' in (out / 'study_from-stock_TxE_cosine_F6.md').read_text()
+    with open(out / 'study.json') as f:
+        assert json.load(f)['table'] == table  # the first study's files are its own
 
 
 def test_unknown_recipe_and_bad_iters_are_refused_before_anything_is_written(tmp_path, capsys):
@@ -183,7 +209,8 @@ def test_gpu_preset_trains_and_evaluates_on_the_cpu_with_a_small_budget(tmp_path
     assert main(['--preset', 'gpu', '--device', 'cpu', '--iters', '1', '--seeds', '0', '--extra-seeds',
                  '--recipes', 'dupru_gradual_90', '--train-hr', os.path.join(shared_dataset('train'), 'GTmod4'),
                  '--data-root', str(data_root), '--datasets', 'Held', '--out', str(out), '--no-progress']) == 0
-    with open(out / 'study.json') as f:
+    assert not (out / 'study.json').exists()  # runs with another E are another study's rows: their own files
+    with open(out / 'study_E1.json') as f:
         study = json.load(f)
     assert study['device'] == 'cpu' and sorted(study['table']) == ['dupru_gradual_90', 'stock_TxE_cosine',
                                                                    'stock_TxE_restart']

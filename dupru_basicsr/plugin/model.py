@@ -165,7 +165,7 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
         if self.rounds.is_round_end(current_iter):
             self._save_round_last(current_iter)
         self.log_dict['round'] = float(self.rounds.round + 1)
-        self.log_dict['body_sparsity'] = self.pruner.mask.sparsity()
+        self.log_dict['target_sparsity'] = self.pruner.mask.sparsity()
 
     def get_current_log(self):
         # the frozen fraction counts a device buffer (a host sync): only when the log is printed, not every step
@@ -188,12 +188,13 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
         logger = get_root_logger()
         metrics = ', '.join(f'{k} {v:.4f}' for k, v in self.metric_results.items())
         logger.info(f'[round {r + 1}/{self.rounds.num_rounds}] iter {current_iter}: {dataset_name} {metrics}; '
-                    f'body sparsity {100 * stats["target_sparsity"]:.2f}%, model sparsity '
+                    f'target sparsity {100 * stats["target_sparsity"]:.2f}% ({len(stats["layer_sparsity"])} tensors: '
+                    f'{", ".join(self.pruner.targets)}), model sparsity '
                     f'{100 * stats["model_sparsity"]:.2f}%, frozen {100 * stats["frozen_fraction"]:.2f}%')
         if tb_logger:
             tb_logger.add_scalar(f'pruning/{dataset_name}/{metric}_vs_kept', value, int(100 * (1 - stats[
                 'target_sparsity'])))
-            tb_logger.add_scalar('pruning/body_sparsity', stats['target_sparsity'], current_iter)
+            tb_logger.add_scalar('pruning/target_sparsity', stats['target_sparsity'], current_iter)
         first_val = next(k for k in self.opt['datasets'] if k.startswith('val'))
         if dataset_name != self.opt['datasets'][first_val]['name']:
             return  # tickets are chosen on the first validation set

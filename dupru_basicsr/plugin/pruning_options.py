@@ -9,7 +9,7 @@ from typing import List, Optional
 
 from dupru_basicsr.plugin.option_base import OptionError, OptionWarning, as_int, build_network, did_you_mean, \
     is_pruning_model
-from dupru_basicsr.plugin.presets import preset_targets
+from dupru_basicsr.plugin.presets import PRESET_KINDS, preset_targets
 from dupru_basicsr.plugin.registry import lookup
 from dupru_basicsr.pruning.targets import DEFAULT_TARGETS, select_targets
 
@@ -31,11 +31,17 @@ def _text_hint(value):
     return ''
 
 
+def _names_preset(targets):
+    """Whether `pruning.targets` names a target preset (body, whole) rather than listing patterns."""
+    return isinstance(targets, str) and targets in PRESET_KINDS
+
+
 @dataclass
 class PruningConfig:
     """The `pruning:` section of a BasicSR option file (defaults reproduce the paper's DUPru)."""
     method: str = 'dupru'  # dupru (|W| < eps frozen) | upru (W < eps frozen, reference code) | imp (pruned only)
-    targets: Optional[List[str]] = None  # parameter name patterns; default: the preset of network_g.type
+    # parameter name patterns, or a preset of network_g.type: body (the default) | whole (plugin.presets)
+    targets: Optional[object] = None
     rate: float = 10.0  # percent of the surviving target weights removed at each round boundary
     rounds: int = 25  # T; round 1 trains the dense network, each later round starts with one prune
     iters_per_round: Optional[int] = 40000  # E
@@ -52,11 +58,13 @@ class PruningConfig:
     plugins: Optional[List[str]] = None  # modules to import first (they register rules in plugin.registry)
 
     def resolve_targets(self, network_type):
-        """The target patterns: `targets`, or the preset of `network_type` (plugin.presets)."""
-        if self.targets is not None:
+        """The target patterns: `targets`, or the preset of `network_type` (plugin.presets) that `targets` names
+        (body, the default, or whole)."""
+        preset = self.targets if self.targets is None or _names_preset(self.targets) else False
+        if preset is False:
             return list(self.targets)
         try:
-            return preset_targets(network_type)
+            return preset_targets(network_type, preset or 'body')
         except KeyError as e:
             raise OptionError(f'pruning.targets: {e.args[0]}') from None
 
@@ -110,12 +118,12 @@ class PruningConfig:
                 lookup(getattr(self, name), kind)
             except KeyError as e:
                 raise OptionError(f'{key}.{name}: {e.args[0]}') from None
-        if isinstance(self.targets, str):
+        if isinstance(self.targets, str) and not _names_preset(self.targets):
             self.targets = [self.targets]
         if self.targets is not None and (not self.targets
                                          or not all(isinstance(t, str) and t for t in self.targets)):
-            raise OptionError(f'{key}.targets must be a non-empty list of parameter name patterns, '
-                              f'e.g. {list(DEFAULT_TARGETS)}.')
+            raise OptionError(f'{key}.targets must be a preset ({" or ".join(PRESET_KINDS)}) or a non-empty list of '
+                              f'parameter name patterns, e.g. {list(DEFAULT_TARGETS)}.')
         if isinstance(self.rate, bool) or not isinstance(self.rate, (int, float)) or not 0 < self.rate < 100:
             raise OptionError(f'{key}.rate is {self.rate!r}; it is the percent of surviving weights removed per '
                               'round and must lie strictly between 0 and 100 (the paper uses 10).'

@@ -2,12 +2,23 @@
 import torch
 from collections import OrderedDict
 
+import warnings
+
+from dupru_basicsr.pruning.compiled_step import CompiledTargets, can_compile, compiled_after_step
 from dupru_basicsr.pruning.freeze import FREEZE_RULES
 from dupru_basicsr.pruning.mask import Mask
 from dupru_basicsr.pruning.scopes import SCOPES
 from dupru_basicsr.pruning.targets import DEFAULT_TARGETS, select_targets
 
 REWIND_MODES = ('init', 'iter', 'none', 'lr', 'reinit')
+STEP_MODES = ('eager', 'compiled')  # the freezing step: eager ops (_FlatTargets) or one compiled pass (compiled_step)
+
+# Optimizer state of frozen entries (see Pruner._settle_optimizer_state): first moments and momentum held at 0.0,
+# second moments at 1.0. Frozen entries get a zero gradient and their value back after every step, so their state
+# only costs time: torch's CPU sqrt of exact zeros (Adam's second moment of an entry that never had a gradient) is 9x
+# slower than of other numbers, and moments that decay without gradients become subnormal, which is slow everywhere.
+STATE_HELD_AT = {'exp_avg': 0.0, 'momentum_buffer': 0.0, 'exp_avg_sq': 1.0, 'max_exp_avg_sq': 1.0}
+SETTLE_EVERY = 500  # steps between two settlings (1.0 * 0.99 ** 500 = 0.0066: far from subnormal)
 
 
 class Pruner:
@@ -28,10 +39,17 @@ class Pruner:
       targets' `.grad` are views of the pruner's flat gradient buffer (the masked gradients).
     """
 
-    def __init__(self, model, targets=DEFAULT_TARGETS, method='dupru', eps=1e-6, scope='layer', lookup=None):
+    def __init__(self, model, targets=DEFAULT_TARGETS, method='dupru', eps=1e-6, scope='layer', lookup=None,
+                 step='eager'):
         # method / scope: a name, or a callable (a custom freeze rule `(weight, keep_mask, eps) -> bool tensor`, or a
         # threshold scope `(weights, mask, rate=None, sparsity=None) -> (Mask, thresholds)`). Names resolve with
         # `lookup(name, kind)` (kind 'freeze' or 'scope'; e.g. plugin.registry.lookup), else the built-ins.
+        # step: 'eager' or 'compiled' (torch.compile of the after-step pass, compiled_step; built-in rules and float32
+        # targets only, else, or where compiling fails, the eager step with a warning)
+        if step not in STEP_MODES:
+            raise ValueError(f'Unknown pruning step "{step}"; use one of {", ".join(STEP_MODES)}.')
+        self.step = step
+        self._compiled_fn, self._compiled_works = None, False
         self.freeze_rule = self._resolve(method, FREEZE_RULES, 'freeze', lookup)
         self.threshold_scope = self._resolve(scope, SCOPES, 'scope', lookup)
         self.model = model
@@ -47,6 +65,8 @@ class Pruner:
         self._stepping = None  # the _FlatTargets of a step between before_step and after_step
         self._last_learning = None  # the entries that learnt in the last step (flat), counted by frozen_fraction()
         self._handles = []
+        self.settle_optimizer_state = True  # hold frozen entries' optimizer state at cheap values (STATE_HELD_AT)
+        self._settled = (None, None, 0)  # (the settled state tensor of the first target, the buffers, steps since)
 
     @staticmethod
     def _resolve(rule, builtins, kind, lookup):
@@ -114,10 +134,35 @@ class Pruner:
         (prune, Mask.load_state_dict, a new Mask assigned, model.to(), p.data replaced). Comparing the data
         pointers is cheap and needs no device work; load_state_dict and rewinds copy in place and keep them."""
         flat = self._flat_targets
-        if flat is None or not flat.matches(self.mask, self.params):
+        kind = CompiledTargets if self.step == 'compiled' else _FlatTargets
+        if flat is None or type(flat) is not kind or not flat.matches(self.mask, self.params):
             self._follow_params()  # a model moved to another device has new storage: checked only then
-            flat = self._flat_targets = _FlatTargets(self.params, self.mask)
+            if kind is CompiledTargets and not self._compile_step():
+                kind = _FlatTargets
+            if kind is CompiledTargets:
+                flat = CompiledTargets(self.params, self.mask, self.freeze_rule, self.eps, self._compiled_fn)
+            else:
+                flat = _FlatTargets(self.params, self.mask)
+            self._flat_targets = flat
+        elif kind is CompiledTargets and flat.stale():
+            flat.decide(list(self.params))  # a weight was written since the last step: decide again
         return flat
+
+    def _compile_step(self):
+        """The compiled after-step function (made once per pruner); False, with step set to 'eager' and a warning,
+        when this rule or these targets are not supported or torch.compile is not usable."""
+        if self._compiled_fn is None:
+            if not can_compile(self.freeze_rule, self.params.values()):
+                warnings.warn(f'pruning step "compiled" supports the built-in methods ({", ".join(FREEZE_RULES)}) '
+                              f'on float32 targets; method {self.method} / {next(iter(self.params.values())).dtype} '
+                              'uses the eager step.')
+                self.step = 'eager'
+                return False
+            self._compiled_fn = compiled_after_step(self.freeze_rule, self.eps)
+            if self._compiled_fn is None:
+                self.step = 'eager'
+                return False
+        return True
 
     def _decide(self, flat, weights, learning, frozen=None):
         """Fill the flat buffers `learning` (kept and not frozen by the freeze rule) and `frozen` (the rest: rule ∪
@@ -140,12 +185,10 @@ class Pruner:
 
     def frozen_masks(self):
         """{name: bool tensor} of the entries frozen for the next step (freeze rule ∪ pruned)."""
-        flat = self._flat()
-        weights, learning = torch.empty_like(flat.saved), torch.empty_like(flat.keep)
+        self._follow_params()
         with torch.no_grad():
-            torch._foreach_copy_(flat.slots(weights), flat.weights)
-            self._decide(flat, weights, learning)
-        return OrderedDict(zip(self.params, flat.slots(~learning)))
+            return OrderedDict((n, ~torch.gt(self.mask[n], self.freeze_rule(p.detach(), self.mask[n], self.eps)))
+                               for n, p in self.params.items())
 
     def frozen_fraction(self):
         """Fraction of target entries frozen at the last optimizer step (pruned ones included). Counted when asked
@@ -163,6 +206,12 @@ class Pruner:
         # adds terms of which one is 0: exact for every value (NaN, inf, -0.0), free of integer overflow, and
         # vectorised, where a masked_fill or where with a scattered bool mask runs a branchy loop on a CPU.
         flat = self._flat()
+        if isinstance(flat, CompiledTargets):
+            with torch.no_grad():
+                flat.before_step([p.grad for p in flat.params])
+            self._last_learning = flat.learning
+            self._stepping = flat
+            return
         with torch.no_grad():
             grads = [p.grad for p in flat.params]  # fresh tensors every step (zero_grad sets them to None)
             fused_grads = all(g is not None for g in grads)
@@ -185,12 +234,53 @@ class Pruner:
         self._last_learning = flat.learning
         self._stepping = flat
 
-    def after_step(self, *args, **kwargs):
+    def after_step(self, optimizer=None, *args, **kwargs):
         flat, self._stepping = self._stepping, None
         with torch.no_grad():
-            # w = w * learning + saved * frozen, on the bit patterns
-            torch._foreach_mul_(flat.weight_bits, flat.learning_slots)
-            torch._foreach_addcmul_(flat.weight_bits, flat.saved_bit_slots, flat.frozen_slots)
+            if isinstance(flat, CompiledTargets):
+                self._compiled_after_step(flat)
+            else:
+                # w = w * learning + saved * frozen, on the bit patterns
+                torch._foreach_mul_(flat.weight_bits, flat.learning_slots)
+                torch._foreach_addcmul_(flat.weight_bits, flat.saved_bit_slots, flat.frozen_slots)
+            if optimizer is not None and self.settle_optimizer_state:
+                self._settle_optimizer_state(optimizer, flat)
+
+    def _compiled_after_step(self, flat):
+        try:
+            flat.after_step()
+            self._compiled_works = True
+        except Exception as e:  # torch.compile compiles at the first call: no C++ compiler, no Triton, ...
+            if self._compiled_works:
+                raise
+            warnings.warn(f'pruning step "compiled": torch.compile failed ({type(e).__name__}: '
+                          f'{str(e).splitlines()[0] if str(e) else ""}); using the eager step.')
+            flat.restore()  # this step's restore, eager; the next steps are eager
+            self.step, self._compiled_fn, self._flat_targets = 'eager', None, None
+
+    def _settle_optimizer_state(self, optimizer, flat):
+        """Set the optimizer state of the entries frozen in this step to STATE_HELD_AT (Adam's, AdamW's and SGD's
+        moments; other state is left alone): once when the optimizer's state is new (first step, a fresh optimizer
+        at a round start, a resume), then every SETTLE_EVERY steps. It never changes a weight: frozen entries get
+        their value back after every step, and the state of learning entries is untouched (the optimizers update
+        entry by entry). Frozen entries stay frozen until the masks change, which resets or settles the state again
+        (built-in rules; a custom rule that unfreezes an entry would see these values: set
+        `settle_optimizer_state = False`). New masks (a gradual prune) settle it at the next step."""
+        state = optimizer.state.get(flat.params[0])
+        if not state:
+            return
+        first = next((state[k] for k in STATE_HELD_AT if k in state), None)
+        settled, settled_flat, steps = self._settled
+        if first is settled and flat is settled_flat and steps < SETTLE_EVERY:
+            self._settled = (settled, flat, steps + 1)
+            return
+        self._settled = (first, flat, 1)
+        frozen = [learning == 0 for learning in flat.learning_slots]
+        for p, froze in zip(flat.params, frozen):
+            for key, value in STATE_HELD_AT.items():
+                held = optimizer.state.get(p, {}).get(key)
+                if isinstance(held, torch.Tensor) and held.shape == p.shape:
+                    held.masked_fill_(froze, value)
 
     def attach(self, optimizer):
         """Hook `optimizer` so that every step respects the masks and the freeze rule. Returns the hook handles."""

@@ -135,7 +135,9 @@ def compare(inputs: Sequence[str], datasets: Sequence[str] = (), data_root='data
         stats['timing'] = timings.get(stats['label'])
     del nets
     threads = f', {torch.get_num_threads()} threads' if dev.type == 'cpu' else ''
-    timing_note = (f'Time: network forward only on {dev}{threads}; per image {warmup} warm-up run(s), then the median '
+    timing_note = (f'Time: network forward only, PyTorch eager with its dense convolution kernels (a zero weight costs '
+                   f'as much as any other; sparse kernels: bench/bench_sparse_inference.py) on {dev}{threads}; '
+                   f'per image {warmup} warm-up run(s), then the median '
                    f'of {repeats} runs with the networks interleaved; mean over {len(timed_images)} image(s) of '
                    f'{first.name}.' if repeats else 'Timing skipped (repeats = 0).')
     results = CompareResults(

@@ -122,19 +122,34 @@ def compressed_size_bytes(state_dict):
     return saved_size_bytes(compress_state_dict(state_dict))
 
 
+UPSAMPLER_PREFIXES = ('upconv', 'conv_hr', 'upsample.', 'conv_up')  # MSRResNet / EDSR / RRDBNet upsampling layers
+
+
 def model_stats(state_dict):
-    """Dense / compressed size, parameter counts and body sparsity of a state dict (Table 5 columns)."""
+    """Dense / compressed size, parameter counts and sparsity of a state dict (Table 5 columns): body (body.*
+    weights), upsampler (upconv*, conv_hr, ...), whole model (all parameters) and per layer (every weight tensor)."""
     fp32 = {k: (v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()) for k, v in state_dict.items()}
-    body = [v for k, v in fp32.items() if k.startswith('body.') and k.endswith('weight')]
-    body_numel = sum(v.numel() for v in body)
-    body_zeros = sum(int((v == 0).sum()) for v in body)
+    zeros = {k: int((v == 0).sum()) for k, v in fp32.items()}
+
+    def sparsity(keys):
+        numel = sum(fp32[k].numel() for k in keys)
+        return sum(zeros[k] for k in keys) / numel if numel else 0.0
+
+    weights = [k for k in fp32 if k.endswith('weight') and fp32[k].dim() > 1]
+    body = [k for k in weights if k.startswith('body.')]
+    upsampler = [k for k in weights if k.startswith(UPSAMPLER_PREFIXES)]
     dense = saved_size_bytes(fp32)
     compressed = compressed_size_bytes(fp32)
+    params = sum(v.numel() for v in fp32.values())
+    nonzero = sum(int(torch.count_nonzero(v)) for v in fp32.values())
     return {
-        'params': sum(v.numel() for v in fp32.values()),
-        'nonzero_params': sum(int(torch.count_nonzero(v)) for v in fp32.values()),
-        'body_weights': body_numel,
-        'body_sparsity': body_zeros / body_numel if body_numel else 0.0,
+        'params': params,
+        'nonzero_params': nonzero,
+        'body_weights': sum(fp32[k].numel() for k in body),
+        'body_sparsity': sparsity(body),
+        'upsampler_sparsity': sparsity(upsampler),
+        'model_sparsity': 1 - nonzero / params if params else 0.0,
+        'layer_sparsity': {k: zeros[k] / fp32[k].numel() for k in weights},
         'dense_bytes': dense,
         'compressed_bytes': compressed,
         'compression_ratio': dense / compressed if compressed else float('nan'),

@@ -77,16 +77,22 @@ def build_tables(results, highlight):
         cells = [[(stats['label'], False)], [(_fmt(timing.get('ms_per_image'), 2), False)],
                  [(_fmt(stats['dense_bytes'] / 1e6, 3), False)], [(f'{stats["params"]:,d}', False)],
                  [(f'{stats["nonzero_params"]:,d}', False)], [(_fmt(100 * stats['body_sparsity'], 2), False)],
+                 [(_fmt(100 * stats.get('upsampler_sparsity', 0.0), 2), False)],
+                 [(_fmt(100 * (1 - stats['nonzero_params'] / stats['params']), 2), False)],
                  [(_fmt(stats['compressed_bytes'] / 1e6, 3), False)], [(_fmt(stats['compression_ratio'], 2), False)]]
         rows.append((cells, False))
     timing_note = results.settings.get('timing_note', '')
     tables.append({'title': 'Table 5 analogue: inference time and model size',
-                   'header': ['Method', 'Time / image (ms)', 'Dense size (MB)', 'Params', 'Non-zero params',
-                              'Body sparsity (%)', 'Compressed size (MB)', 'Dense / compressed'],
+                   'header': ['Method', 'Time / image (ms, PyTorch dense kernels)',
+                              'Dense size (MB)', 'Params', 'Non-zero params',
+                              'Body sparsity (%)', 'Upsampler sparsity (%)', 'Model sparsity (%)',
+                              'Compressed size (MB)', 'Dense / compressed'],
                    'rows': rows,
                    'caption': f'{timing_note} Dense size: bytes of the fp32 state dict saved with torch.save; '
                               'compressed: dupru-export format (bit-packed non-zero masks + fp32 non-zero values); '
-                              'MB = 10^6 bytes. Body sparsity: zeros in body.* weights.'})
+                              'MB = 10^6 bytes. Body sparsity: zeros in body.* weights; upsampler: in upconv*/conv_hr '
+                              '(MSRResNet); model: zeros among all parameters. Per-layer sparsity: results.json '
+                              '(model_stats[].layer_sparsity).'})
     ticket_rows = []
     for label, points in results.round_curves.items():
         for p in sorted(points, key=lambda q: q['round']):
