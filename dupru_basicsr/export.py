@@ -2,6 +2,7 @@
 
     dupru-export experiments/<run>/models/net_g_round25_best.pth --out small.pth [--half]
     dupru-export small.pth --onnx model.onnx [--arch-opt options/train/....yml]
+    dupru-export small.pth --mnn model.mnn     # MNN with its sparse convolution kernels (pip "dupru-basicsr[mnn]")
 
 An unstructured-sparse network is stored densely by PyTorch (a zero costs 4 bytes like any weight). The compressed
 format (`dupru_basicsr.weights.compressed`) keeps, for every floating tensor, a bit-packed non-zero mask and the
@@ -156,12 +157,17 @@ def main(argv=None):
     parser.add_argument('--out', help='compressed output file')
     parser.add_argument('--half', action='store_true', help='store the surviving values in fp16')
     parser.add_argument('--onnx', help='also (or only) export the dense network to this ONNX file')
+    parser.add_argument('--mnn', help='also (or only) convert the network to this MNN file, with MNN\'s sparse '
+                        'convolution kernels where its zeros speed them up (needs pip "dupru-basicsr[mnn]"; measured '
+                        'in bench/README.md)')
+    parser.add_argument('--mnn-dense', action='store_true', help='with --mnn: MNN\'s dense kernels only')
     parser.add_argument('--arch-opt', help='option YAML with network_g (default: inferred for MSRResNet)')
     args = parser.parse_args(argv)
-    if not args.out and not args.onnx:
-        parser.error('give --out (compressed checkpoint) and/or --onnx')
+    if not args.out and not args.onnx and not args.mnn:
+        parser.error('give --out (compressed checkpoint), --onnx and/or --mnn')
+    from dupru_basicsr.deploy.mnn import MNNError
     from dupru_basicsr.utils.cli import run_command
-    return run_command('dupru-export', lambda: _run(args), (ExportError, OSError))
+    return run_command('dupru-export', lambda: _run(args), (ExportError, MNNError, OSError))
 
 
 def _run(args):
@@ -170,6 +176,10 @@ def _run(args):
         check_output_path(args.out, '--out', inputs)
     if args.onnx:
         check_output_path(args.onnx, '--onnx', inputs + ([args.out] if args.out else []))
+    if args.mnn:
+        check_output_path(args.mnn, '--mnn', inputs + [p for p in (args.out, args.onnx) if p])
+        from dupru_basicsr.deploy.mnn import require_mnn
+        require_mnn()  # before anything is written
     if args.out:
         dense, small = export_compressed(args.checkpoint, args.out, args.half)
         print(f'{args.checkpoint}: {dense / 1e6:.3f} MB -> {args.out}: {small / 1e6:.3f} MB '
@@ -177,7 +187,23 @@ def _run(args):
     if args.onnx:
         export_onnx(args.checkpoint, args.onnx, args.arch_opt)
         print(f'ONNX: {args.onnx} ({osp.getsize(args.onnx) / 1e6:.3f} MB)')
+    if args.mnn:
+        export_mnn(args.checkpoint, args.mnn, args.arch_opt, sparse=not args.mnn_dense, onnx_path=args.onnx)
+        print(f'MNN ({"dense" if args.mnn_dense else "sparse kernels where they are faster"}): {args.mnn} '
+              f'({osp.getsize(args.mnn) / 1e6:.3f} MB)')
     return 0
+
+
+def export_mnn(checkpoint, mnn_path, arch_opt=None, sparse=True, onnx_path=None):
+    """Convert the network of a checkpoint to MNN (through ONNX: `onnx_path` when already exported, else a temporary
+    file); `sparse`: MNN's sparse kernels for the convolutions whose zeros make them faster (deploy.mnn)."""
+    import tempfile
+
+    from dupru_basicsr.deploy.mnn import convert_onnx
+    with tempfile.TemporaryDirectory() as tmp:
+        if onnx_path is None:
+            onnx_path = export_onnx(checkpoint, osp.join(tmp, 'net.onnx'), arch_opt)
+        return convert_onnx(onnx_path, mnn_path, sparse)
 
 
 if __name__ == '__main__':
