@@ -93,14 +93,14 @@ class TimedHooks:
     def before_step(self, *args):
         sync(self.device)
         t, c = time.perf_counter(), time.thread_time()
-        self.pruner.before_step()
+        self.pruner.before_step(*args)
         sync(self.device)
         self._t = (time.perf_counter() - t, time.thread_time() - c)
 
     def after_step(self, *args):
         sync(self.device)
         t, c = time.perf_counter(), time.thread_time()
-        self.pruner.after_step()
+        self.pruner.after_step(*args)
         sync(self.device)
         self.times.append(self._t[0] + time.perf_counter() - t)
         self.cpu_times.append(self._t[1] + time.thread_time() - c)
@@ -126,22 +126,25 @@ def traffic_floor(pruner, device, repeats):
 
 
 def hook_ops(pruner, device):
-    """Top-level aten ops (events without a parent op) and, on CUDA, kernel launches of one before_step +
-    after_step, from torch.profiler."""
+    """Top-level ops (profiler events without a parent: aten ops, a compiled region) and, on CUDA, kernel launches
+    of one before_step + after_step, from torch.profiler."""
     for p in pruner.params.values():
         p.grad = torch.randn_like(p)
     pruner.before_step()
     pruner.after_step()  # buffers built
+    for p in pruner.params.values():
+        p.grad = torch.randn_like(p)
+    sync(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
     with profile(activities=activities) as prof:
         pruner.before_step()
         pruner.after_step()
         sync(device)
     events = prof.events()
-    top = sum(1 for e in events if e.cpu_parent is None and e.device_type == torch.autograd.DeviceType.CPU)
+    top = [e.name for e in events if e.cpu_parent is None and e.device_type == torch.autograd.DeviceType.CPU]
     kernels = sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA) if device.type == 'cuda' \
         else None
-    return top, kernels
+    return len(top), kernels, top
 
 
 def step_launches(step, device):
@@ -167,14 +170,23 @@ def main():
     lq = torch.rand(args.batch, 3, args.gt_size // 4, args.gt_size // 4, device=device)
     gt = torch.rand(args.batch, 3, args.gt_size, args.gt_size, device=device)
 
+    def dupru(step='eager', settle=True):
+        """A DUPru network at RATE % with Adam and our hooks (timed), its pruner and the compile time."""
+        net = make(device)
+        pruner = Pruner(net, TARGETS, 'dupru', eps=1e-6, step=step)
+        pruner.settle_optimizer_state = settle
+        pruner.snapshot()
+        pruner.prune(RATE)
+        opt = adam(net)
+        hooks = TimedHooks(pruner, device)
+        hooks.attach(opt)
+        fn = step_fn(net, opt, lq, gt)
+        t = time.perf_counter()
+        fn()  # builds the buffers (and compiles)
+        return fn, pruner, hooks, time.perf_counter() - t
+
     plain_net = make(device)
-    dupru_net = make(device)
-    pruner = Pruner(dupru_net, TARGETS, 'dupru', eps=1e-6)
-    pruner.snapshot()
-    pruner.prune(RATE)
-    dupru_opt = adam(dupru_net)
-    hooks = TimedHooks(pruner, device)
-    hooks.attach(dupru_opt)
+    variants = {'dupru': dupru(), 'dupru_compiled': dupru('compiled'), 'dupru_unsettled': dupru(settle=False)}
     ref_net = make(device)
     ref_pruner = Pruner(ref_net, TARGETS, 'dupru', eps=1e-6)
     ref_pruner.prune(RATE)
@@ -182,18 +194,17 @@ def main():
     ref_opt.register_step_pre_hook(reference_way(ref_pruner, 1e-6))
     tp_net = torch_prune_net(device)
 
-    steps = {
-        'plain': step_fn(plain_net, adam(plain_net), lq, gt),
-        'dupru': step_fn(dupru_net, dupru_opt, lq, gt),
-        'reference_numpy': step_fn(ref_net, ref_opt, lq, gt),
-        'torch_prune': step_fn(tp_net, adam(tp_net), lq, gt),
-    }
+    steps = {'plain': step_fn(plain_net, adam(plain_net), lq, gt),
+             **{name: v[0] for name, v in variants.items()},
+             'reference_numpy': step_fn(ref_net, ref_opt, lq, gt),
+             'torch_prune': step_fn(tp_net, adam(tp_net), lq, gt)}
     times = {k: [] for k in steps}
     for _ in range(3):  # warm-up
         for fn in steps.values():
             fn()
-    hooks.times.clear()
-    hooks.cpu_times.clear()
+    for _, _, hooks, _ in variants.values():
+        hooks.times.clear()
+        hooks.cpu_times.clear()
     sync(device)
     for _ in range(args.repeats):
         for name, fn in steps.items():  # interleaved: drifts of machine load hit all variants alike
@@ -203,18 +214,27 @@ def main():
             sync(device)
             times[name].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
-    mixed_hook_time = statistics.median(hooks.times)
-    # the hooks in a training loop of the one model, as in real training (in the interleaved run the other models'
-    # steps leave the caches colder)
-    hooks.times.clear()
-    hooks.cpu_times.clear()
-    for _ in range(args.repeats + 3):
-        steps['dupru']()
-    hook_time, hook_cpu_time = statistics.median(hooks.times[3:]), statistics.median(hooks.cpu_times[3:])
+    hook_stats = {}
+    for name in ('dupru', 'dupru_compiled'):
+        fn, pruner, hooks, compile_time = variants[name]
+        mixed = statistics.median(hooks.times)
+        # the hooks in a training loop of the one model, as in real training (in the interleaved run the other
+        # models' steps leave the caches colder)
+        hooks.times.clear()
+        hooks.cpu_times.clear()
+        for _ in range(args.repeats + 3):
+            fn()
+        top_ops, kernels, names = hook_ops(pruner, device)
+        flat = pruner._flat()
+        buffers = [flat.saved, flat.grad, flat.learning, flat.frozen, flat.keep] if name == 'dupru' else \
+            [flat.learning, flat.saved]
+        hook_stats[name] = dict(time=statistics.median(hooks.times[3:]), cpu=statistics.median(hooks.cpu_times[3:]),
+                                mixed=mixed, ops=top_ops, kernels=kernels, names=names, compile=compile_time,
+                                buffers=tensor_bytes(buffers), step=pruner.step)
+    pruner = variants['dupru'][1]
     floor_time, floor_bytes = traffic_floor(pruner, device, args.repeats)
-    top_ops, kernels = hook_ops(pruner, device)
-    launches = {name: step_launches(steps[name], device) for name in ('plain', 'dupru')} if device.type == 'cuda' \
-        else None
+    launches = {name: step_launches(steps[name], device) for name in ('plain', 'dupru', 'dupru_compiled')} \
+        if device.type == 'cuda' else None
 
     prune_times = {}
     for scope in ('layer', 'global'):
@@ -235,26 +255,29 @@ def main():
     rewind_bytes = tensor_bytes(pruner.rewind_state.values())
     rewind_target_bytes = tensor_bytes(pruner.rewind_state[n] for n in pruner.params)
     mask_bytes = tensor_bytes(pruner.mask[n] for n in pruner.mask)
-    flat = pruner._flat()
-    step_bytes = tensor_bytes([flat.saved, flat.grad, flat.learning, flat.frozen, flat.keep])
 
     print(f'MSRResNet x4 (64 feat, 16 blocks), device {device}, batch {args.batch}, GT {args.gt_size}x{args.gt_size}, '
           f'torch {torch.__version__}, threads {torch.get_num_threads()}, {args.repeats} interleaved repeats, '
           f'{len(pruner.params)} target tensors ({pruner.mask.numel():,d} weights), {RATE}% pruned')
     print(f'train step, no pruning                  : {1e3 * med["plain"]:8.2f} ms')
-    for key, label in (('dupru', 'DUPru (ours)'), ('reference_numpy', 'DUPru reference way (numpy)'),
-                       ('torch_prune', 'torch.nn.utils.prune l1')):
+    for key, label in (('dupru', 'DUPru (ours, eager step)'), ('dupru_compiled', 'DUPru (ours, compiled step)'),
+                       ('dupru_unsettled', 'DUPru eager, state unsettled'),
+                       ('reference_numpy', 'DUPru reference way (numpy)'), ('torch_prune', 'torch.nn.utils.prune l1')):
         print(f'train step, {label:28s}: {1e3 * med[key]:8.2f} ms   ratio {med[key] / med["plain"]:.3f}   '
               f'overhead {1e3 * (med[key] - med["plain"]):6.2f} ms')
-    print(f'our hooks alone (before+after_step)     : {1e3 * hook_time:8.2f} ms   (CPU time of the calling thread '
-          f'{1e3 * hook_cpu_time:.2f} ms; in the interleaved run {1e3 * mixed_hook_time:.2f} ms)')
-    print(f'traffic floor ({floor_bytes / 1e6:.1f} MB moved)          : {1e3 * floor_time:8.2f} ms   '
-          f'hooks / floor {hook_time / floor_time:.1f}')
-    print(f'hook ops per step: {top_ops} top-level aten ops'
-          + ('' if kernels is None else f', {kernels} CUDA kernel launches'))
+    print(f'traffic floor ({floor_bytes / 1e6:.1f} MB moved)          : {1e3 * floor_time:8.2f} ms')
+    for name, h in hook_stats.items():
+        print(f'{name:15s} hooks alone (before+after_step): {1e3 * h["time"]:6.2f} ms   hooks / floor '
+              f'{h["time"] / floor_time:.1f}   (CPU time of the calling thread {1e3 * h["cpu"]:.2f} ms; in the '
+              f'interleaved run {1e3 * h["mixed"]:.2f} ms); step as run: {h["step"]}; first step (buffers'
+              f'{", compile" if name == "dupru_compiled" else ""}) {h["compile"]:.1f} s')
+        print(f'{name:15s} hook ops per step: {h["ops"]} top-level profiler events ({", ".join(h["names"])})'
+              + ('' if h['kernels'] is None else f', {h["kernels"]} CUDA kernel launches'))
+        print(f'{name:15s} held while training: the step\'s flat buffers {h["buffers"] / 1e6:.2f} MB = '
+              f'{h["buffers"] / target_bytes:.3f} x target bytes')
     if launches is not None:
-        print(f'CUDA launches (kernels, copies, memsets) per training step: no pruning {launches["plain"]}, DUPru '
-              f'(ours) {launches["dupru"]}')
+        print('CUDA launches (kernels, copies, memsets) per training step: ' +
+              ', '.join(f'{k} {v}' for k, v in launches.items()))
     for scope, t in prune_times.items():
         print(f'one prune + rewind ({scope:6s} scope): {1e3 * t:8.2f} ms')
     print(f'target (body) weights            : {target_bytes / 1e6:8.2f} MB')
@@ -262,8 +285,6 @@ def main():
           f'{(rewind_target_bytes + mask_bytes) / target_bytes:.3f} x target bytes')
     print(f'held: rewind state of all params/buffers + masks : {(rewind_bytes + mask_bytes) / 1e6:.2f} MB = '
           f'{(rewind_bytes + mask_bytes) / target_bytes:.3f} x target bytes')
-    print(f'held while training: the fused step\'s flat buffers (saved values, gradients, 3 masks):'
-          f' {step_bytes / 1e6:.2f} MB = {step_bytes / target_bytes:.3f} x target bytes')
 
 
 if __name__ == '__main__':

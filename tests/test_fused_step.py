@@ -1,6 +1,7 @@
 """The fused freezing step: a fixed number of ops whatever the number of target tensors, no host sync in the hooks,
 exact on the bit level, and its cached flat buffers follow every change of masks or parameter storage."""
 import contextlib
+import warnings
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from conftest import device_params, record_calls_in_steps, tiny_options
 from dupru_basicsr.pruning import Mask, Pruner
 
 MAX_OPS = 12
+STEPS = ['eager', 'compiled']  # the eager step (_FlatTargets) and the compiled one (compiled_step)
 
 
 def _chain(n, seed=0, device='cpu'):
@@ -20,9 +22,9 @@ def _chain(n, seed=0, device='cpu'):
     return nn.Sequential(*[nn.Conv2d(2, 2, 3, padding=1) for _ in range(n)]).to(device)
 
 
-def _pruned(n, method, eps=5e-2, device='cpu'):
+def _pruned(n, method, eps=5e-2, device='cpu', step='eager'):
     net = _chain(n, device=device)
-    pruner = Pruner(net, ['*.weight'], method, eps=eps)
+    pruner = Pruner(net, ['*.weight'], method, eps=eps, step=step)
     pruner.prune(30)
     return net, pruner
 
@@ -170,10 +172,11 @@ def _step_and_check(net, pruner, opt, x, y):
     assert any(not torch.equal(p, before[n]) for n, p in pruner.params.items())
 
 
+@pytest.mark.parametrize('step', STEPS)
 @pytest.mark.parametrize('device', device_params())
-def test_buffers_follow_prune_rewind_load_new_masks_and_replaced_storage(tmp_path, device):
+def test_buffers_follow_prune_rewind_load_new_masks_and_replaced_storage(tmp_path, device, step):
     net = _chain(6, seed=4, device=device)
-    pruner = Pruner(net, ['*.weight'], 'dupru', eps=2e-2)
+    pruner = Pruner(net, ['*.weight'], 'dupru', eps=2e-2, step=step)
     pruner.snapshot()
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-2)
     pruner.attach(opt)
@@ -200,20 +203,25 @@ def test_buffers_follow_prune_rewind_load_new_masks_and_replaced_storage(tmp_pat
         for p in pruner.params.values():
             p.data = p.data.clone()  # storage replaced, as model.to() does
     _step_and_check(net, pruner, opt, x, y)
-    net.double()  # dtype changed: 64-bit patterns
+    net.double()  # dtype changed: 64-bit patterns (the compiled step is for float32: eager, with a warning)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2, weight_decay=1e-2)
     pruner.detach()
     pruner.attach(opt)
-    _step_and_check(net, pruner, opt, x.double(), y.double())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        _step_and_check(net, pruner, opt, x.double(), y.double())
+    assert pruner.step == 'eager'
+    assert any('float32' in str(w.message) for w in caught) == (step == 'compiled')
 
 
+@pytest.mark.parametrize('step', STEPS)
 @pytest.mark.parametrize('device', device_params())
-def test_non_finite_gradients_and_negative_zero_at_frozen_entries_are_exact(device):
+def test_non_finite_gradients_and_negative_zero_at_frozen_entries_are_exact(device, step):
     lin = nn.Linear(6, 1, bias=False).to(device)
     w0 = torch.tensor([[0.5, -0.0, 0.0, -5e-7, 0.3, -0.2]], device=device)
     with torch.no_grad():
         lin.weight.copy_(w0)
-    pruner = Pruner(lin, ['weight'], 'dupru', eps=1e-6)
+    pruner = Pruner(lin, ['weight'], 'dupru', eps=1e-6, step=step)
     pruner.mask = Mask({'weight': torch.tensor([[True, True, False, True, True, True]], device=device)})
     opt = torch.optim.Adam(lin.parameters(), lr=0.1, weight_decay=0.1)
     pruner.attach(opt)
@@ -234,9 +242,10 @@ def test_non_finite_gradients_and_negative_zero_at_frozen_entries_are_exact(devi
     assert pruner.frozen_fraction() == pytest.approx(3 / 6)
 
 
+@pytest.mark.parametrize('step', STEPS)
 @pytest.mark.parametrize('device', device_params())
-def test_a_target_without_gradient_is_skipped_and_the_others_masked(device):
-    net, pruner = _pruned(3, 'imp', device=device)
+def test_a_target_without_gradient_is_skipped_and_the_others_masked(device, step):
+    net, pruner = _pruned(3, 'imp', device=device, step=step)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     pruner.attach(opt)
     _set_grads(net)
@@ -255,8 +264,10 @@ def test_targets_of_mixed_dtype_are_refused_with_their_names():
     net = _chain(2)
     net[1].double()
     pruner = Pruner(net, ['*.weight'], 'dupru')
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
     with pytest.raises(ValueError, match=r'one dtype and device: "1.weight" is torch.float64'):
-        pruner.frozen_masks()
+        pruner.before_step()
 
 
 def test_dupru_model_counts_the_frozen_fraction_only_when_it_logs(run_train, monkeypatch):

@@ -53,7 +53,7 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
         self._scheduler_opt = deepcopy(self.opt['train']['scheduler'])
         cfg = self.prune_cfg = self.prune_cfg or PruningConfig.from_opt(self.opt.get('pruning'))
         self.pruner = Pruner(self.get_bare_model(self.net_g), cfg.resolve_targets(self.opt['network_g']['type']),
-                             cfg.method, cfg.eps, cfg.scope, lookup=lookup)
+                             cfg.method, cfg.eps, cfg.scope, lookup=lookup, step=cfg.step)
         self.rounds = RoundSchedule(cfg.round_lengths, cfg.rewind_iter)
         # gradual pruning (Zhu & Gupta): one round, masks tighten in place on a cubic sparsity ramp
         self.gradual = GradualSchedule(**cfg.gradual) if cfg.gradual else None

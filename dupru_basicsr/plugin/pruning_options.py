@@ -11,6 +11,7 @@ from dupru_basicsr.plugin.option_base import OptionError, OptionWarning, as_int,
     is_pruning_model
 from dupru_basicsr.plugin.presets import PRESET_KINDS, preset_targets
 from dupru_basicsr.plugin.registry import lookup
+from dupru_basicsr.pruning.pruner import STEP_MODES
 from dupru_basicsr.pruning.targets import DEFAULT_TARGETS, select_targets
 
 _REWIND_RE = re.compile(r'^(init|none|lr|reinit|iter_(\d+))$')
@@ -56,6 +57,9 @@ class PruningConfig:
     final_sparsity: Optional[float] = None
     frequency: Optional[int] = None
     plugins: Optional[List[str]] = None  # modules to import first (they register rules in plugin.registry)
+    # the freezing step: eager (default) | compiled (torch.compile of the hooks; built-in methods, float32 targets;
+    # falls back to eager with a warning where compiling fails). Same results bit for bit; see bench/README.md.
+    step: str = 'eager'
 
     def resolve_targets(self, network_type):
         """The target patterns: `targets`, or the preset of `network_type` (plugin.presets) that `targets` names
@@ -118,6 +122,9 @@ class PruningConfig:
                 lookup(getattr(self, name), kind)
             except KeyError as e:
                 raise OptionError(f'{key}.{name}: {e.args[0]}') from None
+        if self.step not in STEP_MODES:
+            raise OptionError(f'{key}.step is {self.step!r}; use one of {", ".join(STEP_MODES)} (the same results; '
+                              'compiled is faster where torch.compile works, see bench/README.md).')
         if isinstance(self.targets, str) and not _names_preset(self.targets):
             self.targets = [self.targets]
         if self.targets is not None and (not self.targets

@@ -9,7 +9,8 @@ about nine passes over the targets with eager ops. Here the after-step hook is o
   `learning_next = learning and not rule(new)`;
 - saves the values of the entries frozen next: `saved_next = learning_next ? 0 : new`.
 
-The before-step hook is one multi-tensor multiply of the fresh gradients' bit patterns by the 0/1 learning mask.
+The before-step hook is one compiled pass that multiplies the fresh gradients' bit patterns by the 0/1 learning
+mask.
 Two persistent buffers: the learning mask and the saved values, as integers of the weights' bit width (8 bytes per
 fp32 target entry, 2x the target bytes).
 
@@ -34,6 +35,13 @@ def can_compile(rule, params):
     return rule in FREEZE_RULES.values() and all(p.dtype == torch.float32 for p in params)
 
 
+def _mask_grads(grads, learning):
+    for g, learn in zip(grads, learning):
+        if g is not None:  # a target that took no part in the loss has no gradient (the optimizer skips it)
+            bits = g.view(torch.int32)
+            bits.copy_(bits * learn)
+
+
 def _make_after_step(rule, eps):
     """The compiled after-step pass for `rule` (see the module docstring). Inputs are lists of int32 views."""
 
@@ -47,6 +55,17 @@ def _make_after_step(rule, eps):
             w.copy_(new)
 
     return torch.compile(after_step, dynamic=False, fullgraph=True)
+
+
+_compiled_mask_grads = None
+
+
+def compiled_mask_grads():
+    """The compiled before-step function (one for every pruner: it has no constants of a rule)."""
+    global _compiled_mask_grads
+    if _compiled_mask_grads is None:
+        _compiled_mask_grads = torch.compile(_mask_grads, dynamic=False, fullgraph=True)
+    return _compiled_mask_grads
 
 
 class CompiledTargets:
@@ -93,10 +112,13 @@ class CompiledTargets:
         return self.versions is not None and any(p._version != v for p, v in zip(self.params, self.versions))
 
     def before_step(self, grads):
-        """Zero the gradients of the frozen entries: one multi-tensor multiply of their bit patterns by the 0/1
-        learning mask (`grads`: the targets' .grad, None for a target that took no part in the loss)."""
-        present = [(g, learn) for g, learn in zip(grads, self.learning_slots) if g is not None]
-        torch._foreach_mul_([g.view(torch.int32) for g, _ in present], [learn for _, learn in present])
+        """Zero the gradients of the frozen entries: their bit patterns times the 0/1 learning mask, in one compiled
+        pass (`grads`: the targets' .grad, None for a target that took no part in the loss)."""
+        compiled_mask_grads()(grads, self.learning_slots)
+
+    def mask_grads(self, grads):
+        """before_step's masking, eager (the fallback when compiling fails at the first call)."""
+        _mask_grads(grads, self.learning_slots)
 
     def restore(self):
         """The restore of after_step alone, eager (the fallback when compiling fails at the first call)."""

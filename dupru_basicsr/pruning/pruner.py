@@ -13,10 +13,10 @@ from dupru_basicsr.pruning.targets import DEFAULT_TARGETS, select_targets
 REWIND_MODES = ('init', 'iter', 'none', 'lr', 'reinit')
 STEP_MODES = ('eager', 'compiled')  # the freezing step: eager ops (_FlatTargets) or one compiled pass (compiled_step)
 
-# Optimizer state of frozen entries (see Pruner._settle_optimizer_state): first moments and momentum held at 0.0,
-# second moments at 1.0. Frozen entries get a zero gradient and their value back after every step, so their state
-# only costs time: torch's CPU sqrt of exact zeros (Adam's second moment of an entry that never had a gradient) is 9x
-# slower than of other numbers, and moments that decay without gradients become subnormal, which is slow everywhere.
+# Optimizer state of pruned entries (see Pruner._settle_optimizer_state): first moments and momentum held at 0.0,
+# second moments at 1.0. Pruned entries get a zero gradient and are 0.0 after every step, so their state only costs
+# time: torch's CPU sqrt of exact zeros (Adam's second moment of an entry that never had a gradient) is 9x slower
+# than of other numbers, and moments that decay without gradients become subnormal, which is slow everywhere.
 STATE_HELD_AT = {'exp_avg': 0.0, 'momentum_buffer': 0.0, 'exp_avg_sq': 1.0, 'max_exp_avg_sq': 1.0}
 SETTLE_EVERY = 500  # steps between two settlings (1.0 * 0.99 ** 500 = 0.0066: far from subnormal)
 
@@ -49,7 +49,7 @@ class Pruner:
         if step not in STEP_MODES:
             raise ValueError(f'Unknown pruning step "{step}"; use one of {", ".join(STEP_MODES)}.')
         self.step = step
-        self._compiled_fn, self._compiled_works = None, False
+        self._compiled_fn, self._compiled_works = None, {}
         self.freeze_rule = self._resolve(method, FREEZE_RULES, 'freeze', lookup)
         self.threshold_scope = self._resolve(scope, SCOPES, 'scope', lookup)
         self.model = model
@@ -65,8 +65,8 @@ class Pruner:
         self._stepping = None  # the _FlatTargets of a step between before_step and after_step
         self._last_learning = None  # the entries that learnt in the last step (flat), counted by frozen_fraction()
         self._handles = []
-        self.settle_optimizer_state = True  # hold frozen entries' optimizer state at cheap values (STATE_HELD_AT)
-        self._settled = (None, None, 0)  # (the settled state tensor of the first target, the buffers, steps since)
+        self.settle_optimizer_state = True  # hold pruned entries' optimizer state at cheap values (STATE_HELD_AT)
+        self._settled = (None, None, 0)  # (the settled state tensor of the first target, the masks, steps since)
 
     @staticmethod
     def _resolve(rule, builtins, kind, lookup):
@@ -151,13 +151,13 @@ class Pruner:
     def _compile_step(self):
         """The compiled after-step function (made once per pruner); False, with step set to 'eager' and a warning,
         when this rule or these targets are not supported or torch.compile is not usable."""
+        if not can_compile(self.freeze_rule, self.params.values()):
+            warnings.warn(f'pruning step "compiled" supports the built-in methods ({", ".join(FREEZE_RULES)}) on '
+                          f'float32 targets; method {self.method} on {next(iter(self.params.values())).dtype} targets '
+                          'uses the eager step.')
+            self.step = 'eager'
+            return False
         if self._compiled_fn is None:
-            if not can_compile(self.freeze_rule, self.params.values()):
-                warnings.warn(f'pruning step "compiled" supports the built-in methods ({", ".join(FREEZE_RULES)}) '
-                              f'on float32 targets; method {self.method} / {next(iter(self.params.values())).dtype} '
-                              'uses the eager step.')
-                self.step = 'eager'
-                return False
             self._compiled_fn = compiled_after_step(self.freeze_rule, self.eps)
             if self._compiled_fn is None:
                 self.step = 'eager'
@@ -208,7 +208,7 @@ class Pruner:
         flat = self._flat()
         if isinstance(flat, CompiledTargets):
             with torch.no_grad():
-                flat.before_step([p.grad for p in flat.params])
+                self._compiled_call(flat.before_step, [p.grad for p in flat.params], fallback=flat.mask_grads)
             self._last_learning = flat.learning
             self._stepping = flat
             return
@@ -247,40 +247,53 @@ class Pruner:
                 self._settle_optimizer_state(optimizer, flat)
 
     def _compiled_after_step(self, flat):
+        if self.step == 'compiled':
+            self._compiled_call(flat.after_step, fallback=flat.restore)
+        else:  # compiling failed in this step's before_step
+            flat.restore()
+        if self.step == 'eager':
+            self._flat_targets = None  # the next steps are eager
+
+    def _compiled_call(self, fn, *args, fallback):
+        """Call a compiled step function; where torch.compile fails at its first call (no C++ compiler, no Triton,
+        ...), warn, do this step's work with `fallback` (eager, the same result) and switch to the eager step."""
+        if self._compiled_works.get(fn.__name__):
+            fn(*args)
+            return
         try:
-            flat.after_step()
-            self._compiled_works = True
-        except Exception as e:  # torch.compile compiles at the first call: no C++ compiler, no Triton, ...
-            if self._compiled_works:
-                raise
+            fn(*args)
+        except Exception as e:  # the first call compiles
             warnings.warn(f'pruning step "compiled": torch.compile failed ({type(e).__name__}: '
                           f'{str(e).splitlines()[0] if str(e) else ""}); using the eager step.')
-            flat.restore()  # this step's restore, eager; the next steps are eager
-            self.step, self._compiled_fn, self._flat_targets = 'eager', None, None
+            fallback(*args)
+            self.step, self._compiled_fn = 'eager', None
+            return
+        self._compiled_works[fn.__name__] = True
 
     def _settle_optimizer_state(self, optimizer, flat):
-        """Set the optimizer state of the entries frozen in this step to STATE_HELD_AT (Adam's, AdamW's and SGD's
-        moments; other state is left alone): once when the optimizer's state is new (first step, a fresh optimizer
-        at a round start, a resume), then every SETTLE_EVERY steps. It never changes a weight: frozen entries get
-        their value back after every step, and the state of learning entries is untouched (the optimizers update
-        entry by entry). Frozen entries stay frozen until the masks change, which resets or settles the state again
-        (built-in rules; a custom rule that unfreezes an entry would see these values: set
-        `settle_optimizer_state = False`). New masks (a gradual prune) settle it at the next step."""
+        """Set the optimizer state of the pruned entries to STATE_HELD_AT (Adam's, AdamW's and SGD's moments; other
+        state is left alone): once when the optimizer's state is new (first step, a fresh optimizer at a round start,
+        a resume) or the masks changed (a prune), then every SETTLE_EVERY steps. It never changes a weight: pruned
+        entries get a zero gradient and are 0.0 after every step, whatever their state; and it never touches the
+        state of a kept entry (the optimizers update entry by entry). Only pruned entries are held because nothing
+        but new masks makes them learn again (a rewind can unfreeze an entry that DUPru's |W| < eps rule froze)."""
         state = optimizer.state.get(flat.params[0])
         if not state:
             return
         first = next((state[k] for k in STATE_HELD_AT if k in state), None)
-        settled, settled_flat, steps = self._settled
-        if first is settled and flat is settled_flat and steps < SETTLE_EVERY:
-            self._settled = (settled, flat, steps + 1)
+        settled, mask_version, steps = self._settled
+        version = (self.mask, self.mask.version)
+        if first is settled and mask_version == version and steps < SETTLE_EVERY:
+            self._settled = (settled, mask_version, steps + 1)
             return
-        self._settled = (first, flat, 1)
-        frozen = [learning == 0 for learning in flat.learning_slots]
-        for p, froze in zip(flat.params, frozen):
+        self._settled = (first, version, 1)
+        for name, p in self.params.items():
+            pruned = None
             for key, value in STATE_HELD_AT.items():
                 held = optimizer.state.get(p, {}).get(key)
                 if isinstance(held, torch.Tensor) and held.shape == p.shape:
-                    held.masked_fill_(froze, value)
+                    pruned = ~self.mask[name] if pruned is None else pruned
+                    held.masked_fill_(pruned, value)
 
     def attach(self, optimizer):
         """Hook `optimizer` so that every step respects the masks and the freeze rule. Returns the hook handles."""

@@ -1,0 +1,138 @@
+"""The compiled freezing step (`step='compiled'`, option `pruning.step: compiled`) gives the eager step's results bit
+for bit, re-decides after outside writes, falls back to the eager step where compiling fails, and issues a fixed
+number of calls; pruned entries' optimizer state is held at cheap values without changing any weight."""
+import copy
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+
+from dupru_basicsr.pruning import Pruner, compiled_step
+from dupru_basicsr.pruning.pruner import STATE_HELD_AT
+
+
+def _chain(n, seed=0, width=4):
+    torch.manual_seed(seed)
+    return nn.Sequential(*[nn.Conv2d(width, width, 3, padding=1) for _ in range(n)])
+
+
+def _bits(state):
+    return {k: v.detach().clone().view(torch.int32) for k, v in state.items()}
+
+
+def _train(net, method, step, optimizer, settle=True, steps=24, outside=None):
+    """`steps` Adam/SGD steps with a prune at 8, a rewind to the snapshot at 12 and, with `outside`, a
+    load_state_dict of the weights halved at 16 (written into the net between two steps, not through the pruner, as a
+    user or a loader could: more weights fall under eps)."""
+    pruner = Pruner(net, ['*.weight'], method, eps=3e-2, step=step)
+    pruner.settle_optimizer_state = settle
+    pruner.snapshot()
+    pruner.prune(40)
+    opt = optimizer(net.parameters())
+    pruner.attach(opt)
+    g = torch.Generator().manual_seed(5)
+    for i in range(steps):
+        x = torch.randn(2, 4, 6, 6, generator=g)
+        opt.zero_grad()
+        nn.functional.mse_loss(net(x), torch.zeros_like(x)).backward()
+        opt.step()
+        if i == 8:
+            pruner.prune(30)
+        if i == 12:
+            pruner.rewind('init')
+        if i == 16 and outside:
+            net.load_state_dict({k: v * 0.5 for k, v in net.state_dict().items()})  # the next step must see them
+    return pruner, opt
+
+
+OPTIMIZERS = {
+    'adamw-amsgrad': lambda params: torch.optim.AdamW(params, lr=2e-2, weight_decay=0.1, amsgrad=True),
+    'sgd-momentum': lambda params: torch.optim.SGD(params, lr=5e-2, momentum=0.9, weight_decay=1e-2),
+}
+
+
+@pytest.mark.parametrize('method', ['dupru', 'upru', 'imp'])
+def test_compiled_step_gives_the_eager_steps_weights_bit_for_bit(method):
+    net = _chain(5)
+    results = {}
+    for step in ('eager', 'compiled'):
+        trained = copy.deepcopy(net)
+        pruner, _ = _train(trained, method, step, OPTIMIZERS['adamw-amsgrad'], outside=True)
+        assert pruner.step == step
+        results[step] = _bits(trained.state_dict())
+        for name, keep in pruner.mask.items():
+            assert torch.equal(results[step][name][~keep], torch.zeros(int((~keep).sum()), dtype=torch.int32))
+    assert results['eager'].keys() == results['compiled'].keys()
+    for k in results['eager']:
+        assert torch.equal(results['eager'][k], results['compiled'][k]), k
+
+
+def test_a_failing_compile_warns_and_the_step_continues_eager_with_the_same_results(monkeypatch):
+    net = _chain(3)
+    expected = copy.deepcopy(net)
+    _train(expected, 'dupru', 'eager', OPTIMIZERS['adamw-amsgrad'], steps=6)
+
+    def no_compiler(rule, eps):
+        def fail(*args):
+            raise RuntimeError('InvalidCxxCompiler: No working C++ compiler found')
+        return fail
+
+    monkeypatch.setattr(compiled_step, '_make_after_step', no_compiler)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        pruner, _ = _train(net, 'dupru', 'compiled', OPTIMIZERS['adamw-amsgrad'], steps=6)
+    assert pruner.step == 'eager'
+    assert sum('torch.compile failed (RuntimeError: InvalidCxxCompiler' in str(w.message) for w in caught) == 1
+    for k, v in _bits(expected.state_dict()).items():
+        assert torch.equal(v, _bits(net.state_dict())[k]), k
+
+
+def _profiled_calls(pruner, net):
+    """Top-level profiler events of one before_step + after_step (after a first step that builds and compiles)."""
+    for _ in range(2):
+        for p in net.parameters():
+            p.grad = torch.randn_like(p)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            pruner.before_step()
+            pruner.after_step()
+    return [e.name for e in prof.events() if e.cpu_parent is None]
+
+
+def test_compiled_step_issues_a_fixed_small_number_of_calls():
+    counts = {}
+    for n in (8, 40):
+        net = _chain(n, width=2)
+        pruner = Pruner(net, ['*.weight'], 'dupru', eps=5e-2, step='compiled')
+        pruner.prune(30)
+        names = _profiled_calls(pruner, net)
+        assert sum(name.startswith('Torch-Compiled Region') for name in names) == 2, names  # before + after
+        assert not any(name.startswith('aten::') for name in names), names  # no eager op around them
+        counts[n] = len(names)
+    assert counts[8] == counts[40] <= 6, counts
+
+
+@pytest.mark.parametrize('optimizer', sorted(OPTIMIZERS))
+def test_pruned_entries_optimizer_state_is_held_without_changing_a_weight(optimizer):
+    net = _chain(4)
+    results = {}
+    for settle in (True, False):
+        trained = copy.deepcopy(net)
+        pruner, opt = _train(trained, 'dupru', 'eager', OPTIMIZERS[optimizer], settle=settle, steps=10)
+        results[settle] = (_bits(trained.state_dict()), pruner, opt)
+    (settled, pruner, opt), (unsettled, plain_pruner, opt_plain) = results[True], results[False]
+    for k in settled:
+        assert torch.equal(settled[k], unsettled[k]), k  # the same weights, bit for bit
+    for name, p in pruner.params.items():
+        state, plain_state = opt.state[p], opt_plain.state[plain_pruner.params[name]]
+        held = [k for k in STATE_HELD_AT if k in state]
+        assert held, sorted(state)
+        pruned = ~pruner.mask[name]
+        for key in held:
+            # the prune at step 8 pruned more entries: held from the next step on
+            value = state[key][pruned]
+            assert torch.equal(value, torch.full_like(value, STATE_HELD_AT[key])), (name, key)
+            # a kept entry's state is the optimizer's own (frozen ones too: a rewind can make them learn again)
+            assert torch.equal(state[key][~pruned], plain_state[key][~pruned]), (name, key)
+        assert not torch.equal(plain_state[held[-1]][pruned], state[held[-1]][pruned])
