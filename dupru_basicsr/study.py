@@ -393,6 +393,9 @@ def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_ro
     table, best_stock = summarise(results, runs, datasets, baselines)
     markdown = format_markdown(table, best_stock, decisive, datasets, preset, train_seconds, extra_seeds,
                                time.time() - t0, finetune if from_trained else None, from_trained)
+    from dupru_basicsr.report.figures import plot_sparsity_study
+    figure = plot_sparsity_study(table, list(datasets), baselines, osp.join(out, f'study{suffix}.png'))
+    markdown += f'\nFigure: {osp.basename(figure)} (PSNR-Y against the zero share of all weights).\n'
     with open(osp.join(out, f'study{suffix}.md'), 'w') as f:
         f.write(markdown)
     with open(osp.join(out, f'study{suffix}.json'), 'w') as f:

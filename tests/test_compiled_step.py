@@ -136,3 +136,30 @@ def test_pruned_entries_optimizer_state_is_held_without_changing_a_weight(optimi
             # a kept entry's state is the optimizer's own (frozen ones too: a rewind can make them learn again)
             assert torch.equal(state[key][~pruned], plain_state[key][~pruned]), (name, key)
         assert not torch.equal(plain_state[held[-1]][pruned], state[held[-1]][pruned])
+
+
+def test_pruning_step_option_trains_the_same_bits_in_basicsrs_loop(tmp_path):
+    """`pruning.step: compiled` in an option file: DUPruModel's pruner compiles its step and the run ends with the
+    eager run's weights, bit for bit (2 rounds: a prune and a rewind in between)."""
+    import os.path as osp
+
+    from conftest import run_in, tiny_options
+    finals = {}
+    for step in ('eager', 'compiled'):
+        opt = tiny_options(f'step_{step}', 'DUPruModel', total_iter=6, val_set=None,
+                           pruning={'rounds': 2, 'iters_per_round': 3, 'rate': 40, 'step': step})
+        folder = tmp_path / step
+        folder.mkdir()
+        model = run_in(folder, opt)
+        assert model.pruner.step == step
+        finals[step] = torch.load(osp.join(folder, 'experiments', opt['name'], 'models', 'net_g_latest.pth'),
+                                  weights_only=True)['params']
+    for k, v in finals['eager'].items():
+        assert torch.equal(v.view(torch.int32), finals['compiled'][k].view(torch.int32)), k
+
+
+def test_unknown_step_option_is_refused_naming_the_key():
+    from dupru_basicsr.plugin.option_base import OptionError
+    from dupru_basicsr.plugin.pruning_options import PruningConfig
+    with pytest.raises(OptionError, match="pruning.step is 'fused'; use one of eager, compiled"):
+        PruningConfig.from_opt({'step': 'fused'})

@@ -150,6 +150,7 @@ def test_smoke_study_end_to_end_resumes_without_training_again(tmp_path, capsys,
     md = (out / 'study.md').read_text()
     assert '| dupru_gradual_75 |' in md and 'Δ vs better stock' in md and '% target: best recipe' in md
     assert (out / 'report' / 'report.html').is_file()
+    assert (out / 'study.png').stat().st_size > 10000 and 'Figure: study.png' in md
     # a rerun trains nothing and gives the same table
     stamps = {p: p.stat().st_mtime_ns for p in (out / 'experiments').rglob('net_g_latest.pth')}
     assert len(stamps) == 25
@@ -179,6 +180,7 @@ def test_smoke_study_end_to_end_resumes_without_training_again(tmp_path, capsys,
     # 'start' is the trained run itself, scored as it is: its row is the stock row of the first study
     assert tuned['table']['start']['Held_psnr_y'] == table['stock_TxE_cosine']['Held_psnr_y_seeds'][0]
     assert 'Δ vs better dense' in (out / 'study_from-stock_TxE_cosine_F6.md').read_text()
+    assert (out / 'study_from-stock_TxE_cosine_F6.png').stat().st_size > 10000  # PSNR vs sparsity figure
     with open(out / 'study.json') as f:
         assert json.load(f)['table'] == table  # the first study's files are its own
 

@@ -179,3 +179,35 @@ def plot_crop_grid(crop_rows, path):
             if c == 0:
                 ax.set_ylabel(f'{row["dataset"]}/{row["image"]}', fontsize=7)
     return _save_figure(fig, path)
+
+
+def plot_sparsity_study(table, datasets, baselines, path):
+    """PSNR-Y against the share of ALL weights that are zero, one subplot per dataset: one line per recipe (its
+    sparsity levels joined: `dupru_gradual_whole_90` and `_95` are one line), at the seed mean with a bar from the
+    lowest to the highest seed, and each baseline row of the study drawn as a level. `table`: dupru-study's summary
+    rows ({label: {'model_sparsity', '<ds>_psnr_y', '<ds>_psnr_y_seeds', ...}})."""
+    fig = _new_figure(5.2 * len(datasets), 4.2)
+    lines = {}
+    for label in table:
+        if label not in baselines:
+            lines.setdefault(label.rsplit('_', 1)[0], []).append(label)
+    for i, ds in enumerate(datasets):
+        ax = fig.add_subplot(1, len(datasets), i + 1)
+        for recipe, labels in lines.items():
+            rows = sorted((table[lb] for lb in labels), key=lambda r: r['model_sparsity'])
+            x = [100 * r['model_sparsity'] for r in rows]
+            y = [r[f'{ds}_psnr_y'] for r in rows]
+            low = [r[f'{ds}_psnr_y'] - min(r[f'{ds}_psnr_y_seeds']) for r in rows]
+            high = [max(r[f'{ds}_psnr_y_seeds']) - r[f'{ds}_psnr_y'] for r in rows]
+            ax.errorbar(x, y, yerr=[low, high], marker='o', capsize=3, label=recipe)
+        for j, base in enumerate(b for b in baselines if b in table):
+            ax.axhline(table[base][f'{ds}_psnr_y'], color='0.3', linestyle=('--', ':')[j % 2], linewidth=1,
+                       label=base)
+        ax.set_xlabel('zero weights, % of all parameters')
+        ax.set_ylabel('PSNR-Y (dB), seed mean, bar: min-max')
+        ax.set_title(ds)
+        ax.ticklabel_format(axis='y', useOffset=False)
+        ax.grid(alpha=0.3)
+        if i == len(datasets) - 1:
+            _legend(ax, len(lines) + len(baselines))
+    return _save_figure(fig, path)
