@@ -125,6 +125,24 @@ def traffic_floor(pruner, device, repeats):
     return statistics.median(times[3:]), tensor_bytes([w, g, masks, w_out, g_out])
 
 
+class FloorHooks:
+    """The traffic floor's work done in a training step, where our hooks run (right after backward, with the caches
+    as training leaves them): one read and write of every target gradient before the step (x * 1.0), one read of a
+    1-byte mask, one read and write of every target weight after it. Not exact: the floor of the bytes moved."""
+
+    def __init__(self, params):
+        self.weights = [p.detach() for p in params]
+        self.params = params
+        self.mask = torch.ones(sum(p.numel() for p in params), dtype=torch.uint8, device=params[0].device)
+
+    def before_step(self, *args):
+        torch._foreach_mul_([p.grad for p in self.params], 1.0)
+        self.mask.max()
+
+    def after_step(self, *args):
+        torch._foreach_mul_(self.weights, 1.0)
+
+
 def hook_ops(pruner, device):
     """Top-level ops (profiler events without a parent: aten ops, a compiled region) and, on CUDA, kernel launches
     of one before_step + after_step, from torch.profiler."""
@@ -233,6 +251,17 @@ def main():
                                 buffers=tensor_bytes(buffers), step=pruner.step)
     pruner = variants['dupru'][1]
     floor_time, floor_bytes = traffic_floor(pruner, device, args.repeats)
+    # the same bytes moved where the hooks run, in a training loop of its own (caches as training leaves them)
+    floor_net = make(device)
+    floor_pruner = Pruner(floor_net, TARGETS, 'dupru')
+    floor_pruner.prune(RATE)
+    floor_opt = adam(floor_net)
+    floor_hooks = TimedHooks(FloorHooks(list(floor_pruner.params.values())), device)
+    floor_hooks.attach(floor_opt)
+    floor_step = step_fn(floor_net, floor_opt, lq, gt)
+    for _ in range(args.repeats + 3):
+        floor_step()
+    floor_in_training = statistics.median(floor_hooks.times[3:])
     launches = {name: step_launches(steps[name], device) for name in ('plain', 'dupru', 'dupru_compiled')} \
         if device.type == 'cuda' else None
 
@@ -265,10 +294,14 @@ def main():
                        ('reference_numpy', 'DUPru reference way (numpy)'), ('torch_prune', 'torch.nn.utils.prune l1')):
         print(f'train step, {label:28s}: {1e3 * med[key]:8.2f} ms   ratio {med[key] / med["plain"]:.3f}   '
               f'overhead {1e3 * (med[key] - med["plain"]):6.2f} ms')
-    print(f'traffic floor ({floor_bytes / 1e6:.1f} MB moved)          : {1e3 * floor_time:8.2f} ms')
+    print(f'traffic floor ({floor_bytes / 1e6:.1f} MB moved)          : {1e3 * floor_time:8.2f} ms   '
+          '(warm caches, alone)')
+    print(f'traffic floor in training (same bytes)  : {1e3 * floor_in_training:8.2f} ms   (where the hooks run: '
+          'right after backward)')
     for name, h in hook_stats.items():
         print(f'{name:15s} hooks alone (before+after_step): {1e3 * h["time"]:6.2f} ms   hooks / floor '
-              f'{h["time"] / floor_time:.1f}   (CPU time of the calling thread {1e3 * h["cpu"]:.2f} ms; in the '
+              f'{h["time"] / floor_time:.1f}, / floor in training {h["time"] / floor_in_training:.1f}   '
+              f'(CPU time of the calling thread {1e3 * h["cpu"]:.2f} ms; in the '
               f'interleaved run {1e3 * h["mixed"]:.2f} ms); step as run: {h["step"]}; first step (buffers'
               f'{", compile" if name == "dupru_compiled" else ""}) {h["compile"]:.1f} s')
         print(f'{name:15s} hook ops per step: {h["ops"]} top-level profiler events ({", ".join(h["names"])})'
