@@ -261,11 +261,12 @@ def format_markdown(table, best_stock, decisive, datasets, preset, train_seconds
         row = table[label]
         deltas = {ds: row[f'{ds}_psnr_y_vs_stock'] for ds in datasets}
         worst = min(deltas.values())
-        verdict = ('within' if worst >= -TARGET_DB else f'misses by {-worst - TARGET_DB:.4f} dB')
+        verdict = (f'within {TARGET_DB} dB of the {baseline_word} row' if worst >= -TARGET_DB else
+                   f'misses {TARGET_DB} dB of the {baseline_word} row by {-worst - TARGET_DB:.4f} dB')
         lines.append(f'- {tag} % target: best recipe {label} ({100 * row["body_sparsity"]:.2f} % of the body, '
                      f'{100 * row["model_sparsity"]:.2f} % of all weights): Δ ' +
                      ', '.join(f'{ds} {d:+.4f} dB' for ds, d in deltas.items()) +
-                     f'; {verdict} {TARGET_DB} dB of the {baseline_word} row.')
+                     f'; {verdict}.')
     lines.append(f'- This invocation: {wall_seconds / 60:.1f} min wall clock, {len(train_seconds)} runs trained '
                  f'({sum(train_seconds.values()) / 60:.1f} min summed over the runs; runs finished earlier were '
                  'skipped).')
