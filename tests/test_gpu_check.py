@@ -29,7 +29,8 @@ def test_gpu_check_runs_every_step_on_the_cpu_and_writes_the_report(tmp_path):
                        '4. Stock vs DUPru training speed']
     tests = re.search(r'\*\*(\d+) passed(.*?)\*\*', report)
     assert tests and int(tests.group(1)) >= 30 and 'failed' not in tests.group(2) and 'skipped' not in tests.group(2)
-    assert re.search(r'train step, DUPru \(ours\) +: +[\d.]+ ms +ratio \d\.\d{3}', report)
+    for step in ('eager', 'compiled'):  # both of our steps, side by side with the peers
+        assert re.search(rf'train step, DUPru \(ours, {step} step\) *: +[\d.]+ ms +ratio \d\.\d{{3}}', report), step
     assert 'device cpu, batch 1, GT 32x32' in report
     # the demo ran the GPU preset: the full network, its crops and batch, from 240 px sub-images, every run
     rows = {line.split()[0]: line.split() for line in report.splitlines()

@@ -261,8 +261,11 @@ def test_ctrl_c_stops_training_with_one_line_and_exit_130(tmp_path):
     opt['pruning']['rounds'] = 1
     opt['pruning']['schedule'] = None
     yml = write_options(opt, tmp_path)
+    # SIGINT as a terminal delivers it: a test run started in the background (`cmd &` in a script) hands its children
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler at all
     proc = subprocess.Popen([sys.executable, '-m', 'dupru_basicsr.train', '-opt', yml], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     log = tmp_path / 'experiments' / 'interrupt'
     deadline = time.time() + 120
     while time.time() < deadline and not list(log.glob('train_*.log')):
