@@ -141,7 +141,7 @@ def model_stats(state_dict):
     dense = saved_size_bytes(fp32)
     compressed = compressed_size_bytes(fp32)
     params = sum(v.numel() for v in fp32.values())
-    nonzero = sum(int(torch.count_nonzero(v)) for v in fp32.values())
+    nonzero = params - sum(zeros.values())  # the zeros counted above (NaN is not zero either way)
     return {
         'params': params,
         'nonzero_params': nonzero,
