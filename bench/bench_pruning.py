@@ -243,9 +243,7 @@ def main():
         for _ in range(args.repeats + 3):
             fn()
         top_ops, kernels, names = hook_ops(pruner, device)
-        flat = pruner._flat()
-        buffers = [flat.saved, flat.grad, flat.learning, flat.frozen, flat.keep] if name == 'dupru' else \
-            [flat.learning, flat.saved]
+        buffers = pruner.engine.buffers()
         hook_stats[name] = dict(time=statistics.median(hooks.times[3:]), cpu=statistics.median(hooks.cpu_times[3:]),
                                 mixed=mixed, ops=top_ops, kernels=kernels, names=names, compile=compile_time,
                                 buffers=tensor_bytes(buffers), step=pruner.step)

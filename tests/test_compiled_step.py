@@ -10,7 +10,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from dupru_basicsr.pruning import Pruner, compiled_step
-from dupru_basicsr.pruning.pruner import STATE_HELD_AT
+from dupru_basicsr.pruning.optimizer_state import STATE_HELD_AT
 
 
 def _chain(n, seed=0, width=4):

@@ -10,7 +10,7 @@ from torch import nn
 
 from conftest import device_params
 from dupru_basicsr.pruning import Mask, Pruner
-from dupru_basicsr.pruning.pruner import check_masks_agree, mask_checksum
+from dupru_basicsr.pruning.distributed import check_masks_agree, mask_checksum
 
 
 def _chain(seed=0, n=3):

@@ -11,7 +11,7 @@ from dupru_basicsr.plugin.option_base import OptionError, OptionWarning, as_int,
     is_pruning_model
 from dupru_basicsr.plugin.presets import PRESET_KINDS, preset_targets
 from dupru_basicsr.plugin.registry import lookup
-from dupru_basicsr.pruning.pruner import STEP_MODES
+from dupru_basicsr.pruning.steps import STEP_MODES
 from dupru_basicsr.pruning.targets import DEFAULT_TARGETS, select_targets
 
 _REWIND_RE = re.compile(r'^(init|none|lr|reinit|iter_(\d+))$')
