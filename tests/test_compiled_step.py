@@ -61,12 +61,28 @@ def test_compiled_step_gives_the_eager_steps_weights_bit_for_bit(method):
         trained = copy.deepcopy(net)
         pruner, _ = _train(trained, method, step, OPTIMIZERS['adamw-amsgrad'], outside=True)
         assert pruner.step == step
+        if step == 'compiled':
+            assert pruner.engine.compiled_calls == 2 * 24  # every hook of every step ran compiled code
         results[step] = _bits(trained.state_dict())
         for name, keep in pruner.mask.items():
             assert torch.equal(results[step][name][~keep], torch.zeros(int((~keep).sum()), dtype=torch.int32))
     assert results['eager'].keys() == results['compiled'].keys()
     for k in results['eager']:
         assert torch.equal(results['eager'][k], results['compiled'][k]), k
+
+
+def test_more_networks_than_dynamos_recompile_limit_all_run_compiled():
+    """Every compiled engine compiles its own code objects: a process that prunes more differently shaped networks
+    than dynamo's recompile limit still runs each one compiled (a shared function would fall back at the ninth)."""
+    limit = torch._dynamo.config.recompile_limit
+    for n in range(1, limit + 3):  # n targets: a new list of shapes each time
+        net = _chain(n, seed=n)
+        expected = copy.deepcopy(net)
+        pruner, _ = _train(net, 'dupru', 'compiled', OPTIMIZERS['sgd-momentum'], steps=3)
+        _train(expected, 'dupru', 'eager', OPTIMIZERS['sgd-momentum'], steps=3)
+        assert pruner.step == 'compiled' and pruner.engine.compiled_calls == 6, n  # 3 steps x 2 hooks
+        for k, v in _bits(expected.state_dict()).items():
+            assert torch.equal(v, _bits(net.state_dict())[k]), (n, k)
 
 
 def test_a_failing_compile_warns_and_the_step_continues_eager_with_the_same_results(monkeypatch):

@@ -13,7 +13,15 @@ from conftest import device_params, record_calls_in_steps, tiny_options
 from dupru_basicsr.pruning import Mask, Pruner
 
 MAX_OPS = 12
-STEPS = ['eager', 'compiled']  # the eager step (_FlatTargets) and the compiled one (compiled_step)
+STEPS = ['eager', 'compiled']  # the step engines: eager_step.EagerStep and compiled_step.CompiledStep
+
+
+def _ran_as(pruner, step, steps):
+    """The engine that ran `steps` optimizer steps is the one asked for (no fallback); a compiled one ran both
+    hooks compiled every step."""
+    assert pruner.step == step
+    if step == 'compiled':
+        assert pruner.engine.compiled_calls == 2 * steps
 
 
 def _chain(n, seed=0, device='cpu'):
@@ -203,6 +211,7 @@ def test_buffers_follow_prune_rewind_load_new_masks_and_replaced_storage(tmp_pat
         for p in pruner.params.values():
             p.data = p.data.clone()  # storage replaced, as model.to() does
     _step_and_check(net, pruner, opt, x, y)
+    _ran_as(pruner, step, 7)
     net.double()  # dtype changed: 64-bit patterns (the compiled step is for float32: eager, with a warning)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2, weight_decay=1e-2)
     pruner.detach()
@@ -240,6 +249,7 @@ def test_non_finite_gradients_and_negative_zero_at_frozen_entries_are_exact(devi
     assert _bits(g[4]) == _bits(torch.tensor(-0.0, device=device))
     assert torch.isfinite(opt.state[lin.weight]['exp_avg']).all()
     assert pruner.frozen_fraction() == pytest.approx(3 / 6)
+    _ran_as(pruner, step, 1)
 
 
 @pytest.mark.parametrize('step', STEPS)
@@ -258,6 +268,7 @@ def test_a_target_without_gradient_is_skipped_and_the_others_masked(device, step
         assert torch.equal(p.grad[~pruner.mask[n]], torch.zeros(int((~pruner.mask[n]).sum()), device=device))
         assert torch.equal(p[~pruner.mask[n]], torch.zeros(int((~pruner.mask[n]).sum()), device=device))
         assert not torch.equal(p, before[n])
+    _ran_as(pruner, step, 1)
 
 
 def test_targets_of_mixed_dtype_are_refused_with_their_names():
