@@ -24,8 +24,9 @@ from basicsr.utils.dist_util import get_dist_info
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from dupru_basicsr.plugin.checkpointing import AtomicCheckpointMixin
-from dupru_basicsr.plugin.pruning_options import (PruningConfig, check_pruning_options, check_resume_options,
+from dupru_basicsr.plugin.pruning_options import (checked_pruning_config, check_resume_options, pruning_config,
                                                   resume_config)
+from dupru_basicsr.plugin.resume import optimizer_steps_on_cpu
 from dupru_basicsr.plugin.registry import lookup
 from dupru_basicsr.pruning import GradualSchedule, Pruner, RoundSchedule
 from dupru_basicsr.utils.devices import use_deterministic_algorithms
@@ -41,7 +42,7 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
     def __init__(self, opt):
         # Check the pruning: section (and that train.total_iter and network_g fit it) before anything is built, so
         # that a bad section fails at once under any training loop, with the messages of dupru-train's check.
-        self.prune_cfg = check_pruning_options(opt) if opt.get('is_train') else None
+        self.prune_cfg = checked_pruning_config(opt) if opt.get('is_train') else None
         if opt.get('deterministic'):
             # BasicSR's own loop (a checkout's train.py) sets cudnn.benchmark = True before it builds the model
             use_deterministic_algorithms()
@@ -51,7 +52,7 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
         # BasicSR pops `type` out of these sections when it builds them; keep pristine copies for the per-round reset.
         self._optim_opt = deepcopy(self.opt['train']['optim_g'])
         self._scheduler_opt = deepcopy(self.opt['train']['scheduler'])
-        cfg = self.prune_cfg = self.prune_cfg or PruningConfig.from_opt(self.opt.get('pruning'))
+        cfg = self.prune_cfg = self.prune_cfg or pruning_config(self.opt)
         self.pruner = Pruner(self.get_bare_model(self.net_g), cfg.resolve_targets(self.opt['network_g']['type']),
                              cfg.method, cfg.eps, cfg.scope, lookup=lookup, step=cfg.step)
         self.rounds = RoundSchedule(cfg.round_lengths, cfg.rewind_iter)
@@ -256,13 +257,7 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
         self.pruner.load_state_dict(pruning['pruner'])
         self.round_best = {int(k): v for k, v in pruning['round_best'].items()}
         self.finetune_lr = pruning['finetune_lr']
-        # A checkout's own basicsr/train.py loads the state onto the GPU; Optimizer.load_state_dict would keep Adam's
-        # `step` there (a host sync per parameter per step for the non-fused Adam): give it CPU steps, as a state
-        # loaded by dupru-train (onto the CPU) has. Fused/capturable optimizers move them back themselves.
-        for optimizer_state in resume_state['optimizers']:
-            for param_state in optimizer_state.get('state', {}).values():
-                if torch.is_tensor(param_state.get('step')):
-                    param_state['step'] = param_state['step'].cpu()
+        optimizer_steps_on_cpu(resume_state)  # a checkout's own train.py loads the state onto the GPU
         super().resume_training(resume_state)
         self.pruner.apply_mask()
         if self.ema_decay > 0:

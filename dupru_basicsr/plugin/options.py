@@ -10,7 +10,7 @@ import warnings
 from dupru_basicsr.plugin.datasets import check_datasets
 from dupru_basicsr.plugin.option_base import (OptionError, OptionWarning, as_int, build_network, did_you_mean,
                                               is_pruning_model)
-from dupru_basicsr.plugin.pruning_options import check_pruning_options
+from dupru_basicsr.plugin.pruning_options import check_pruning_options, pruning_section
 from dupru_basicsr.weights.io import load_checkpoint, odd_state_entry
 
 
@@ -120,7 +120,7 @@ def check_options(opt):
     _check_scale(opt)
     if is_train:
         _check_schedule_options(opt)
-        if opt.get('pruning') is not None and not is_pruning_model(opt.get('model_type')):
+        if pruning_section(opt) is not None and not is_pruning_model(opt.get('model_type')):
             raise OptionError(f'pruning: is given but model_type is {opt.get("model_type")}, which ignores it; set '
                               'model_type: DUPruModel or remove the pruning: section.')
         if is_pruning_model(opt.get('model_type')):

@@ -1,7 +1,10 @@
-"""The `pruning:` section: `PruningConfig` parses and checks it once (the one owner of every pruning setting: the
-model, the schedules and the `Pruner` take their values from it), `check_pruning_options` checks it against the rest
-of the options, and `check_resume_options` refuses a resume whose pruning settings changed.
+"""The `pruning:` section: `pruning_section` is the one place that reads it from an option dict, `pruning_config`
+parses and validates it into a `PruningConfig` once per content (the one owner of every pruning setting: the option
+checks, the model, the schedules, the `Pruner` and the resume check all receive that object),
+`check_pruning_options` checks it against the rest of the options (once per start: the model reuses the result of
+dupru-train's check), and `check_resume_options` refuses a resume whose pruning settings changed.
 """
+import json
 import re
 import warnings
 from dataclasses import dataclass, fields
@@ -11,6 +14,7 @@ from dupru_basicsr.plugin.option_base import OptionError, OptionWarning, as_int,
     is_pruning_model
 from dupru_basicsr.plugin.presets import PRESET_KINDS, preset_targets
 from dupru_basicsr.plugin.registry import lookup
+from dupru_basicsr.plugin.resume import recorded_pruning_config
 from dupru_basicsr.pruning.steps import STEP_MODES
 from dupru_basicsr.pruning.targets import DEFAULT_TARGETS, select_targets
 
@@ -209,6 +213,35 @@ class PruningConfig:
                               'integer >= 1.')
 
 
+def pruning_section(opt):
+    """The `pruning:` section of an option dict as written (None without one): the one reader of the key."""
+    return opt.get('pruning')
+
+
+def _content_key(*parts):
+    """A text that equal option contents share (None when a value is not plain YAML data: then nothing is reused)."""
+    try:
+        return json.dumps(parts, sort_keys=True)
+    except (TypeError, ValueError):
+        return None
+
+
+_PARSED = {}  # content key of a pruning: section -> its PruningConfig
+
+
+def pruning_config(opt):
+    """The `PruningConfig` of `opt`'s pruning: section, parsed and validated once per content (the same object for
+    every consumer of one start: option checks, DUPruModel, resume checks). Raises OptionError."""
+    section = pruning_section(opt)
+    key = _content_key(section)
+    cfg = _PARSED.get(key) if key is not None else None
+    if cfg is None:
+        cfg = PruningConfig.from_opt(section)
+        if key is not None:
+            _PARSED[key] = cfg
+    return cfg
+
+
 EPS_WARN_FRACTION = 0.01  # warn when pruning.eps exceeds this fraction of the median initial |W| of the targets
 
 
@@ -262,15 +295,35 @@ def warn_about_targets(net, targets, cfg):
     return messages
 
 
+_CHECKED = {}  # content key of what check_pruning_options reads -> its PruningConfig
+
+
+def _check_key(opt):
+    train = opt.get('train') or {}
+    return _content_key(pruning_section(opt), opt.get('model_type'), opt.get('network_g'), train.get('total_iter'),
+                        train.get('scheduler'))
+
+
+def checked_pruning_config(opt):
+    """`check_pruning_options(opt)`, unless options of the same content passed it already in this process (dupru-train
+    checks before it builds the model, and the model checks when it is built under any loop): then its config,
+    without a second check (no second throwaway network, no repeated warnings)."""
+    key = _check_key(opt)
+    if key is not None and key in _CHECKED:
+        return _CHECKED[key]
+    return check_pruning_options(opt)
+
+
 def check_pruning_options(opt):
-    """Validate the `pruning:` section against the rest of the options (targets exist, iterations add up)."""
-    if opt.get('pruning') is None:
+    """Validate the `pruning:` section against the rest of the options (targets exist, iterations add up); returns
+    its PruningConfig."""
+    if pruning_section(opt) is None:
         # the defaults are the paper's 25 rounds x 40,000 iterations: never what a file without the section meant
         raise OptionError(f'model_type is {opt.get("model_type")}, which prunes, but the option file has no pruning: '
                           'section; add one (e.g. pruning: {method: dupru, rate: 10, rounds: 5, iters_per_round: '
                           f'{max(1, int((opt.get("train") or {}).get("total_iter") or 5) // 5)}}}, see README "The '
                           'pruning: section"), or use model_type: SRModel for a dense run.')
-    cfg = PruningConfig.from_opt(opt.get('pruning'))
+    cfg = pruning_config(opt)
     train = opt.get('train') or {}
     total = train.get('total_iter')
     if total is None or int(total) != sum(cfg.round_lengths):
@@ -295,6 +348,9 @@ def check_pruning_options(opt):
             warn_about_targets(net, select_targets(net, targets), cfg)
         except ValueError as e:
             raise OptionError(f'pruning.targets: {e} Fix the pattern (fnmatch syntax, e.g. body.*.weight).') from None
+    key = _check_key(opt)
+    if key is not None:
+        _CHECKED[key] = cfg
     return cfg
 
 
@@ -320,7 +376,7 @@ def resume_config(opt, cfg=None):
     """The normalized pruning settings of a run (plain types, `RESUME_KEYS`): what a resume must not change.
 
     Different spellings of one schedule (rounds x iters_per_round or the same list in schedule) compare equal."""
-    cfg = cfg or PruningConfig.from_opt(opt.get('pruning'))
+    cfg = cfg or pruning_config(opt)
     gradual = cfg.gradual or {}
     return {
         'method': str(cfg.method),
@@ -335,27 +391,6 @@ def resume_config(opt, cfg=None):
         'final_sparsity': None if gradual.get('final_sparsity') is None else float(gradual['final_sparsity']),
         'frequency': gradual.get('frequency'),
     }
-
-
-def _recorded_config(pruning):
-    """The settings a training state records: its `config`, or for states written before it existed, what its
-    pruner and round schedule keep (method, targets, rate, schedule, eps, scope; a late-rewinding point)."""
-    if 'config' in pruning:
-        return dict(pruning['config'])
-    pruner, rounds = pruning.get('pruner') or {}, pruning.get('rounds') or {}
-    old = {'method': pruner.get('method'), 'targets': pruner.get('targets'), 'rate': rounds.get('rate'),
-           'round_lengths': rounds.get('lengths'), 'eps': pruner.get('eps'), 'scope': pruner.get('scope')}
-    if rounds.get('rewind_iter') is not None:
-        old['rewind'] = f'iter_{rounds["rewind_iter"]}'
-    old = {k: v for k, v in old.items() if v is not None}
-    for k in ('rate', 'eps'):
-        if k in old:
-            old[k] = float(old[k])
-    if 'round_lengths' in old:
-        old['round_lengths'] = [int(n) for n in old['round_lengths']]
-    if 'targets' in old:
-        old['targets'] = [str(t) for t in old['targets']]
-    return old
 
 
 def check_resume_options(opt, resume_state, cfg=None):
@@ -377,7 +412,7 @@ def check_resume_options(opt, resume_state, cfg=None):
                           'of an older dupru-basicsr under BasicSR\'s own loop); it cannot continue the round '
                           'schedule. Resume a DUPruModel run from its own training_states, or start it afresh '
                           '(another name, or move the experiment folder away).')
-    old, new = _recorded_config(pruning), resume_config(opt, cfg)
+    old, new = recorded_pruning_config(pruning), resume_config(opt, cfg)
     changed = [f'{label}: {old[k]!r} -> {new[k]!r}' for k, label in RESUME_KEYS if k in old and old[k] != new[k]]
     if changed:
         raise OptionError(f'Cannot resume from {where}: these pruning options differ from the run being resumed, '

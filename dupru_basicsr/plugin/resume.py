@@ -123,3 +123,37 @@ def load_resume_state(opt):
     if resume_state is not None:
         check_resume(opt, resume_state['iter'])
     return resume_state
+
+
+def optimizer_steps_on_cpu(resume_state):
+    """Give the optimizer states of a training state CPU `step` tensors, in place, as `load_training_state` (which
+    loads onto the CPU) does: a checkout's own basicsr/train.py loads the state onto the GPU, and
+    Optimizer.load_state_dict keeps Adam's `step` where it was loaded (a host sync per parameter per step for the
+    non-fused Adam). Fused/capturable optimizers move them back themselves."""
+    import torch
+    for optimizer_state in resume_state.get('optimizers') or []:
+        for param_state in optimizer_state.get('state', {}).values():
+            if torch.is_tensor(param_state.get('step')):
+                param_state['step'] = param_state['step'].cpu()
+
+
+def recorded_pruning_config(pruning):
+    """The pruning settings a training state's `pruning` entry records (plugin.pruning_options.RESUME_KEYS): its
+    `config`, or for states written before it existed, what its pruner and round schedule keep (method, targets,
+    rate, schedule, eps, scope; a late-rewinding point). The one reader of both layouts (resume check, report)."""
+    if 'config' in pruning:
+        return dict(pruning['config'])
+    pruner, rounds = pruning.get('pruner') or {}, pruning.get('rounds') or {}
+    old = {'method': pruner.get('method'), 'targets': pruner.get('targets'), 'rate': rounds.get('rate'),
+           'round_lengths': rounds.get('lengths'), 'eps': pruner.get('eps'), 'scope': pruner.get('scope')}
+    if rounds.get('rewind_iter') is not None:
+        old['rewind'] = f'iter_{rounds["rewind_iter"]}'
+    old = {k: v for k, v in old.items() if v is not None}
+    for k in ('rate', 'eps'):
+        if k in old:
+            old[k] = float(old[k])
+    if 'round_lengths' in old:
+        old['round_lengths'] = [int(n) for n in old['round_lengths']]
+    if 'targets' in old:
+        old['targets'] = [str(t) for t in old['targets']]
+    return old
