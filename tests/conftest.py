@@ -172,6 +172,66 @@ def write_options(opt, folder):
     return path
 
 
+class CliResult:
+    """What a command run by `run_cli` left: like subprocess.CompletedProcess (returncode, stdout, stderr)."""
+
+    def __init__(self, args, returncode, stdout, stderr):
+        self.args, self.returncode, self.stdout, self.stderr = args, returncode, stdout, stderr
+
+
+_LAUNCHER_ENV = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK')
+
+
+def run_cli(module, args, cwd, **env):
+    """`python -m dupru_basicsr.<module> args` in `cwd`, in this process: the module's `main()` called as its console
+    script calls it (no argv: it reads sys.argv, prints a user error as one `<prog>: error:` line and returns the
+    exit status), with its stdout and stderr captured; `env` is added to the environment and the launcher's variables
+    are removed, as a fresh shell has them. Cheaper than a child process by the 3-6 s of importing torch and BasicSR;
+    what the process adds (the console script's exit, signals, kills, a second holder of a lock) is tested with real
+    processes. The global state a command may change (cwd, argv, environment, warning filters, torch's deterministic
+    mode and threads, BasicSR's logger) is put back."""
+    import contextlib
+    import importlib
+    import io
+    import logging
+    import sys
+    import warnings
+
+    import torch
+    main = importlib.import_module(f'dupru_basicsr.{module}').main
+    out, err = io.StringIO(), io.StringIO()
+    saved_env = dict(os.environ)
+    cwd_before, argv_before = os.getcwd(), list(sys.argv)
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    cudnn = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    for key in _LAUNCHER_ENV:
+        os.environ.pop(key, None)
+    os.environ.update({k: str(v) for k, v in env.items()})
+    os.chdir(str(cwd))
+    sys.argv = [f'dupru-{module}', *[str(a) for a in args]]
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main()
+            except SystemExit as e:  # argparse (--help, a usage error) and sys.exit
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                if not isinstance(e.code, (int, type(None))):
+                    print(e.code, file=sys.stderr)
+    finally:
+        os.chdir(cwd_before)
+        sys.argv = argv_before
+        os.environ.clear()
+        os.environ.update(saved_env)
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
+        basicsr_logger = logging.getLogger('basicsr')
+        for handler in list(basicsr_logger.handlers):  # they write to the captured streams
+            if isinstance(handler, logging.StreamHandler) and getattr(handler, 'stream', None) in (out, err):
+                basicsr_logger.removeHandler(handler)
+    return CliResult([module, *args], 0 if code is None else code, out.getvalue(), err.getvalue())
+
+
 def run_in(folder, opt, *extra):
     """`dupru_basicsr.train.main` in-process on `opt`, with the current directory at `folder`; returns the model."""
     import sys

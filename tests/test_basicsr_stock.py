@@ -17,6 +17,7 @@ def _run_py(code):
     return subprocess.run([PY, '-c', code], capture_output=True, text=True, cwd=REPO, timeout=300)
 
 
+@pytest.mark.slow
 def test_functional_tensor_shim_is_needed_and_works():
     import torchvision
     major, minor = (int(v) for v in torchvision.__version__.split('.')[:2])
@@ -68,6 +69,7 @@ def _fixed_batch(n=6, size=24):
     return torch.stack(lqs), torch.stack(gts)
 
 
+@pytest.mark.slow
 def test_stock_msrresnet_trains_loss_goes_down_and_checkpoint_reloads(run_train, monkeypatch):
     from basicsr.archs.srresnet_arch import MSRResNet
     from basicsr.models.sr_model import SRModel
@@ -121,6 +123,7 @@ def test_cpu_resume_continues_from_saved_state(run_train):
         assert torch.equal(full[k], resumed[k]), k
 
 
+@pytest.mark.slow
 def test_cli_train_and_test_from_the_current_directory(tmp_path):
     """`python -m dupru_basicsr.train` / `.test` root experiments/ and results/ at the current directory."""
     import yaml

@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 TESTS = '''
 import pytest
 
@@ -39,6 +41,7 @@ def _pytest(folder, ci, *args):
     return r.returncode, r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_skips_fail_on_ci_except_allowed_reasons(tmp_path):
     shutil.copy(osp.join(osp.dirname(osp.abspath(__file__)), 'conftest.py'), tmp_path / 'conftest.py')
     (tmp_path / 'test_cases.py').write_text(TESTS)

@@ -71,6 +71,7 @@ def test_compiled_step_gives_the_eager_steps_weights_bit_for_bit(method):
         assert torch.equal(results['eager'][k], results['compiled'][k]), k
 
 
+@pytest.mark.slow
 def test_more_networks_than_dynamos_recompile_limit_all_run_compiled():
     """Every compiled engine compiles its own code objects: a process that prunes more differently shaped networks
     than dynamo's recompile limit still runs each one compiled (a shared function would fall back at the ninth)."""

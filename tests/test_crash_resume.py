@@ -95,6 +95,7 @@ def _resumed_from(output):
     return int(m.group(1)) if m else None
 
 
+@pytest.mark.slow
 def test_kills_at_a_round_boundary_and_inside_saves_then_auto_resume(tmp_path, reference):
     exp_ref, ref_weights = reference
     yml = write_options(_opt(), tmp_path)
@@ -140,6 +141,7 @@ def _wait_for_iteration(proc, out_path, it, deadline):
         time.sleep(0.002)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('seed', [1, 2, 3])
 def test_sigkill_at_a_random_moment_then_auto_resume(tmp_path, reference, seed):
     """SIGKILL at a random iteration k (1..10) plus a random fraction of one iteration's time: the kill may land in

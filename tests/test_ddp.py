@@ -98,6 +98,7 @@ def ddp_run(tmp_path_factory, patches):
     return folder, osp.join(folder, 'experiments', 'ddp'), folder / 'dump', result
 
 
+@pytest.mark.slow
 def test_ddp_ranks_agree_after_every_round_and_only_rank0_writes(ddp_run):
     folder, exp, dump_dir, result = ddp_run
     assert result.returncode == 0, result.stderr[-4000:]
@@ -129,6 +130,7 @@ def test_ddp_ranks_agree_after_every_round_and_only_rank0_writes(ddp_run):
     assert not glob.glob(osp.join(folder, 'experiments', '*_archived_*'))
 
 
+@pytest.mark.slow
 def test_ddp_matches_a_single_process_with_the_same_global_batch(ddp_run, patches, run_train, tmp_path):
     _, exp, dump_dir, result = ddp_run
     assert result.returncode == 0, result.stderr[-4000:]
@@ -157,6 +159,7 @@ def test_ddp_matches_a_single_process_with_the_same_global_batch(ddp_run, patche
     assert not torch.allclose(b['params']['conv_first.weight'], w0['conv_first.weight'])
 
 
+@pytest.mark.slow
 def test_killed_ddp_run_resumes_to_the_same_weights(ddp_run, patches, tmp_path):
     _, exp_full, _, result = ddp_run
     assert result.returncode == 0, result.stderr[-4000:]

@@ -10,6 +10,7 @@ from dupru_basicsr.pruning import num_to_remove
 from dupru_basicsr.report.results import MEAN_ROW
 
 
+@pytest.mark.slow
 def test_demo_tiny_budget_end_to_end(tmp_path, capsys):
     out = tmp_path / 'demo'
     results, table = run_demo(str(out), budget='tiny', progress=False)
@@ -91,6 +92,7 @@ def test_device_cuda_without_cuda_is_refused_before_anything_is_written(tmp_path
 TINY_TABLE = osp.join(osp.dirname(osp.abspath(__file__)), 'data', 'demo_tiny_table.md')
 
 
+@pytest.mark.slow
 def test_check_mode_reproduces_the_committed_tiny_table_and_update_rewrites_a_quoted_one(tmp_path, capsys):
     """The README's demo table is checked by `dupru-demo --check README.md` (too slow for CI); CI runs the same
     check on the tiny budget against tests/data/demo_tiny_table.md."""

@@ -329,6 +329,7 @@ def test_refused_with_auto_resume_too(workdir):
     _refused(workdir, opt, r'pruning\.rate is 0', '--auto_resume')
 
 
+@pytest.mark.slow
 def test_cli_subprocess_prints_the_error_without_traceback(workdir):
     tmp_path, before = workdir
     opt = copy.deepcopy(_valid())

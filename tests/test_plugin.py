@@ -217,6 +217,7 @@ def basicsr_loop_reference(tmp_path_factory):
     return osp.join(str(root), 'experiments', 'plugin'), out
 
 
+@pytest.mark.slow
 def test_path_a_dupru_train_killed_mid_round_resumes_exactly(tmp_path):
     ref_root = tmp_path / 'reference'
     ref_root.mkdir()
@@ -245,6 +246,7 @@ def test_path_a_dupru_train_killed_mid_round_resumes_exactly(tmp_path):
     _assert_loads_into_stock_msrresnet(exp)
 
 
+@pytest.mark.slow
 def test_path_c_project_script_killed_mid_round_resumes(tmp_path, basicsr_loop_reference):
     ref_exp, ref_out = basicsr_loop_reference
     # the option file's frequencies do not divide the round length: the model says what is and is not kept
@@ -288,6 +290,7 @@ def _tree(folder):
     return {p: os.stat(p).st_mtime_ns for p in glob.glob(osp.join(folder, '**', '*'), recursive=True)}
 
 
+@pytest.mark.slow
 def test_path_b_registered_checkout_trains_and_keeps_the_pruning_state(tmp_path, capsys, basicsr_loop_reference):
     from dupru_basicsr import register
     ref_exp, _ = basicsr_loop_reference

@@ -88,6 +88,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('perturb', [False, True])
 def test_ranks_with_different_masks_stop_with_a_clear_error(perturb):
     results = mp.get_context('spawn').Manager().dict()

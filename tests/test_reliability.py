@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import run_in, shared_dataset, snapshot_tree as _snapshot, tiny_options, write_options
+from conftest import run_cli, run_in, shared_dataset, snapshot_tree as _snapshot, tiny_options, write_options
 
 LAUNCH = osp.join(osp.dirname(osp.abspath(__file__)), 'helpers', 'launch.py')
 
@@ -35,8 +35,12 @@ def _env(**extra):
     return env
 
 
-def _cli(module, args, cwd, timeout=300, **env):
-    """`python -m dupru_basicsr.<module> args` in `cwd`; returns the CompletedProcess."""
+def _cli(module, args, cwd, timeout=300, process=False, **env):
+    """`python -m dupru_basicsr.<module> args` in `cwd`: in this process (conftest.run_cli), or with `process` in a
+    child process (for what only a process shows: its exit, a lock held by another process, signals); returns the
+    CompletedProcess (or conftest.CliResult)."""
+    if not process:
+        return run_cli(module, args, cwd, **env)
     return subprocess.run([sys.executable, '-m', f'dupru_basicsr.{module}', *args], cwd=cwd, env=_env(**env),
                           capture_output=True, text=True, timeout=timeout)
 
@@ -74,6 +78,7 @@ def test_lock_refuses_a_second_holder_naming_it_and_release_removes_the_file(tmp
     assert not osp.exists(lock_path(exp))
 
 
+@pytest.mark.slow
 def test_stale_lock_of_a_killed_holder_with_a_living_forked_child_does_not_block(tmp_path):
     """The holder forks a child (as DataLoader workers are forked) and is SIGKILLed; the child lives on, the lock
     file stays, and yet the lock is free: the child does not hold it."""
@@ -130,6 +135,7 @@ def _wait_for(path, text, proc, timeout=240):
     raise AssertionError(f'{text!r} not in {path} after {timeout} s')
 
 
+@pytest.mark.slow
 def test_second_start_beside_a_running_one_is_refused_and_resume_after_sigkill_works(tmp_path):
     opt = _dupru_opt('busy', val_set=None)
     yml = write_options(opt, tmp_path)
@@ -356,6 +362,7 @@ def test_compare_demo_study_out_pointing_at_a_file(tmp_path, monkeypatch, capsys
     assert (tmp_path / 'taken').read_text() == 'keep' and sorted(os.listdir(tmp_path)) == ['exp', 'taken']
 
 
+@pytest.mark.slow
 def test_ddp_start_on_a_locked_folder_stops_every_rank_with_the_message(tmp_path):
     """Only rank 0 takes the lock; it tells rank 1, so both ranks stop with the message instead of rank 1 waiting."""
     from dupru_basicsr.plugin.lock import FolderLock

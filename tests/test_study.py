@@ -102,6 +102,7 @@ def test_summary_measures_each_dataset_against_its_better_stock_row():
     assert best_sparse(table, ['A', 'B']) == {'90': 'dupru_lr_90'}
 
 
+@pytest.mark.slow
 def test_smoke_study_end_to_end_resumes_without_training_again(tmp_path, capsys, monkeypatch):
     data_root = tmp_path / 'sets'
     gt, lr = shared_pair('val')
@@ -200,6 +201,7 @@ def test_unknown_recipe_and_bad_iters_are_refused_before_anything_is_written(tmp
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_gpu_preset_trains_and_evaluates_on_the_cpu_with_a_small_budget(tmp_path):
     """The branch a CUDA machine takes (the full network, 240 px sub-images, 128 px crops, batch 16), selected on a
     CPU with --preset gpu --device cpu and one iteration per round."""
