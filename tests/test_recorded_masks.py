@@ -10,7 +10,7 @@ from conftest import run_in, tiny_options
 from dupru_basicsr.pruning.distributed import mask_checksum
 
 RUNS = {
-    # name: (pruning options, sum of pruning.distributed.mask_checksum of the final masks, kept target weights)
+    # name: (pruning options, sum of pruning.distributed.mask_checksum of the final masks)
     'dupru': (dict(method='dupru', rounds=3, iters_per_round=3, rate=40), 3582104078328),
     'upru': (dict(method='upru', rounds=3, iters_per_round=3, rate=40, scope='global'), 3590173371023),
     'dupru_gradual': (dict(method='dupru', schedule='gradual', rounds=1, iters_per_round=9, start_iter=1, end_iter=7,
