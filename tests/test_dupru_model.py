@@ -281,3 +281,23 @@ def test_reinit_draws_a_seeded_fresh_init_on_the_cpu_generator_only(monkeypatch)
     expected = build_network(dict(opt['network_g'])).state_dict()
     assert all(torch.equal(fresh[k], expected[k]) for k in expected)
     assert not torch.equal(fresh['conv_first.weight'], model._fresh_state(2)['conv_first.weight'])
+
+
+def test_tensorboard_scalars_run_against_the_iteration(run_train, tmp_path):
+    """TensorBoard (and wandb, which BasicSR feeds from it) get every pruning scalar at the iteration it belongs to:
+    the validation metric per dataset, the kept share, the sparsity and the round, at each validation."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    opt = tiny_options('tb_run', 'DUPruModel', total_iter=6, val_freq=3,
+                       pruning={'rounds': 2, 'iters_per_round': 3, 'rate': 40})
+    opt['logger']['use_tb_logger'] = True
+    run_train(opt)
+    events = EventAccumulator(str(tmp_path / 'tb_logger' / 'tb_run'))
+    events.Reload()
+    tags = events.Tags()['scalars']
+    for tag in ('pruning/val/psnr', 'pruning/kept_percent', 'pruning/target_sparsity', 'pruning/round'):
+        assert tag in tags, tags
+        assert [e.step for e in events.Scalars(tag)] == [3, 6], tag
+    kept = [e.value for e in events.Scalars('pruning/kept_percent')]
+    assert kept == pytest.approx([100.0, 60.0], abs=0.05)  # 40 % of each tensor, rounded to whole weights
+    assert [e.value for e in events.Scalars('pruning/round')] == [1.0, 2.0]
+    assert not [t for t in tags if t.endswith('_vs_kept')]

@@ -193,9 +193,12 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
                     f'{", ".join(self.pruner.targets)}), model sparsity '
                     f'{100 * stats["model_sparsity"]:.2f}%, frozen {100 * stats["frozen_fraction"]:.2f}%')
         if tb_logger:
-            tb_logger.add_scalar(f'pruning/{dataset_name}/{metric}_vs_kept', value, int(100 * (1 - stats[
-                'target_sparsity'])))
+            # every scalar against the iteration (TensorBoard's and wandb's time axis; a step that goes back, as the
+            # kept share does, breaks both): the metric per round, and the kept share as a scalar of its own
+            tb_logger.add_scalar(f'pruning/{dataset_name}/{metric}', value, current_iter)
+            tb_logger.add_scalar('pruning/kept_percent', 100 * (1 - stats['target_sparsity']), current_iter)
             tb_logger.add_scalar('pruning/target_sparsity', stats['target_sparsity'], current_iter)
+            tb_logger.add_scalar('pruning/round', r + 1, current_iter)
         first_val = next(k for k in self.opt['datasets'] if k.startswith('val'))
         if dataset_name != self.opt['datasets'][first_val]['name']:
             return  # tickets are chosen on the first validation set
