@@ -5,7 +5,7 @@ every model of its own process (`plugin.shims.patch_basicsr`).
 """
 import os.path as osp
 
-from dupru_basicsr.weights.io import atomic_save, load_checkpoint
+from dupru_basicsr.weights.io import atomic_save, load_checkpoint, strip_module_prefix
 
 
 def save_network(self, net, net_label, current_iter, param_key='params'):
@@ -21,7 +21,7 @@ def save_network(self, net, net_label, current_iter, param_key='params'):
     save_dict = {}
     for net_, key_ in zip(nets, keys):
         state_dict = self.get_bare_model(net_).state_dict()
-        save_dict[key_] = {(k[7:] if k.startswith('module.') else k): v.cpu() for k, v in state_dict.items()}
+        save_dict[key_] = {k: v.cpu() for k, v in strip_module_prefix(state_dict).items()}
     atomic_save(save_dict, save_path)
 
 
@@ -37,7 +37,7 @@ def load_network(self, net, load_path, strict=True, param_key='params'):
             logger.info('Loading: params_ema does not exist, use params.')
         load_net = load_net[param_key]
     logger.info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
-    load_net = {(k[7:] if k.startswith('module.') else k): v for k, v in load_net.items()}
+    load_net = strip_module_prefix(load_net)
     self._print_different_keys_loading(net, load_net, strict)
     net.load_state_dict(load_net, strict=strict)
 

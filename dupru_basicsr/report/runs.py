@@ -11,7 +11,7 @@ import yaml
 
 from dupru_basicsr.report import CompareError
 from dupru_basicsr.weights.arch import ArchError, infer_msrresnet_arch
-from dupru_basicsr.weights.io import load_checkpoint, odd_state_entry
+from dupru_basicsr.weights.io import load_checkpoint, odd_state_entry, strip_module_prefix
 
 
 _ITER_CKPT_RE = re.compile(r'^net_g_(\d+)\.pth$')
@@ -82,8 +82,7 @@ def select_state_dict(ckpt, path):
         what = 'is empty' if not state else (f'has the entry {odd!r}: {type(state[odd]).__name__}, not a name and a '
                                              'tensor')
         raise CompareError(f'{path}: its "{key}" {what}; pass a BasicSR network checkpoint (net_g_*.pth).')
-    state = {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
-    return state, key
+    return strip_module_prefix(state), key
 
 
 def arch_from_option(opt, path, scale):

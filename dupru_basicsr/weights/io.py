@@ -95,6 +95,11 @@ def odd_state_entry(state):
     return next((k for k, v in state.items() if not isinstance(k, str) or not torch.is_tensor(v)), None)
 
 
+def strip_module_prefix(state):
+    """`state` with DataParallel's `module.` prefix removed from its keys, as BasicSR's `load_network` does."""
+    return {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
+
+
 def load_failure(error):
     """The reason in a torch.load error, without torch's advice to load with weights_only=False (which would run
     whatever code the file carries)."""
