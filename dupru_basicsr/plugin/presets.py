@@ -34,6 +34,11 @@ WHOLE_TARGET_PRESETS = {
 }
 PRESET_KINDS = {'body': TARGET_PRESETS, 'whole': WHOLE_TARGET_PRESETS}
 
+# Parameter name prefixes of the two parts of a network that reports count apart (dupru-compare's body and upsampler
+# sparsity): the residual body, and the upsampling layers that `whole` adds (MSRResNet / EDSR / RRDBNet)
+BODY_PREFIX = 'body.'
+UPSAMPLER_PREFIXES = ('upconv', 'conv_hr', 'upsample.', 'conv_up')
+
 
 def preset_targets(network_type, kind='body'):
     """Target patterns of preset `kind` ('body' or 'whole') for a BasicSR `network_g.type`; raises KeyError naming

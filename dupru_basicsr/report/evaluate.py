@@ -12,6 +12,7 @@ import dupru_basicsr  # noqa: F401  (compatibility shims; must come before basic
 from basicsr.archs.srresnet_arch import MSRResNet
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import img2tensor, tensor2img
+from dupru_basicsr.plugin.presets import BODY_PREFIX, UPSAMPLER_PREFIXES
 from dupru_basicsr.report import CompareError
 from dupru_basicsr.report.results import METRICS
 from dupru_basicsr.report.runs import read_checkpoint, select_state_dict, ticket_round
@@ -102,13 +103,6 @@ def time_models(nets, images, device, repeats=5, warmup=2):
             for label, values in per_image.items()}
 
 
-def resolve_device(device):
-    device = torch.device(device)
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise CompareError(f'--device {device} requested but CUDA is not available here; use --device cpu.')
-    return device
-
-
 def saved_size_bytes(obj):
     """Bytes of `torch.save(obj)` (what the file on disk would take)."""
     buffer = io.BytesIO()
@@ -122,9 +116,6 @@ def compressed_size_bytes(state_dict):
     return saved_size_bytes(compress_state_dict(state_dict))
 
 
-UPSAMPLER_PREFIXES = ('upconv', 'conv_hr', 'upsample.', 'conv_up')  # MSRResNet / EDSR / RRDBNet upsampling layers
-
-
 def model_stats(state_dict):
     """Dense / compressed size, parameter counts and sparsity of a state dict (Table 5 columns): body (body.*
     weights), upsampler (upconv*, conv_hr, ...), whole model (all parameters) and per layer (every weight tensor)."""
@@ -136,7 +127,7 @@ def model_stats(state_dict):
         return sum(zeros[k] for k in keys) / numel if numel else 0.0
 
     weights = [k for k in fp32 if k.endswith('weight') and fp32[k].dim() > 1]
-    body = [k for k in weights if k.startswith('body.')]
+    body = [k for k in weights if k.startswith(BODY_PREFIX)]
     upsampler = [k for k in weights if k.startswith(UPSAMPLER_PREFIXES)]
     dense = saved_size_bytes(fp32)
     compressed = compressed_size_bytes(fp32)
