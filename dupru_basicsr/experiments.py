@@ -13,6 +13,7 @@ import yaml
 from tqdm import tqdm
 
 from dupru_basicsr.pruning import DEFAULT_TARGETS
+from dupru_basicsr.utils.devices import check_device  # noqa: F401  (dupru-demo imports it from here)
 
 
 def gradual_schedule(total, final_sparsity):
@@ -21,19 +22,6 @@ def gradual_schedule(total, final_sparsity):
     start = max(1, total // 10)
     end = max(start + 1, total * 7 // 10)
     return dict(start_iter=start, end_iter=end, frequency=max(1, (end - start) // 12), final_sparsity=final_sparsity)
-
-
-def check_device(device, error=ValueError):
-    """'cuda' or 'cpu' for a `--device` flag (None: CUDA when present); raises `error` before anything is written
-    when CUDA is asked for and absent."""
-    import torch
-    if device is None:
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
-    if device == 'cuda' and not torch.cuda.is_available():
-        build = f'built for CUDA {torch.version.cuda}' if torch.version.cuda else 'a CPU-only build'
-        raise error(f'--device cuda: no CUDA device is visible here (torch {torch.__version__}, {build}); use '
-                    '--device cpu, or leave --device out to use CUDA where present.')
-    return device
 
 
 def finetune_schedule(total, final_sparsity):

@@ -23,8 +23,9 @@ import statistics
 import sys
 import time
 
-from dupru_basicsr.experiments import check_device, finetune_schedule, gradual_schedule, make_options, train_experiment
+from dupru_basicsr.experiments import finetune_schedule, gradual_schedule, make_options, train_experiment
 from dupru_basicsr.pruning import rate_for_sparsity
+from dupru_basicsr.utils.devices import check_device
 
 PRESETS = {
     # tiny MSRResNet (16 features, 2 blocks: the body is 30 % of the weights) on a 2-core CPU

@@ -12,15 +12,17 @@ from dupru_basicsr.data.bicubic import bicubic_resize
 from dupru_basicsr.report import CompareError
 from dupru_basicsr.report.datasets import resolve_datasets
 from dupru_basicsr.report.evaluate import (build_network, evaluate_dataset, evaluate_tickets, mean_metrics,
-                                           model_stats, resolve_device, super_resolve, time_models)
+                                           model_stats, super_resolve, time_models)
 from dupru_basicsr.report.figures import (crop_window, plot_crop_grid, plot_rate_curves, plot_round_curves,
                                           plot_training_curves)
 from dupru_basicsr.report.results import MEAN_ROW, CompareResults
 from dupru_basicsr.report.runs import load_model_entry, parse_train_logs
 from dupru_basicsr.report.writers import write_outputs
+from dupru_basicsr.utils.devices import check_device
 
 
 HIGHLIGHT_IMAGES = ('butterfly', 'baby')  # the paper's Table 4 images
+NO_CUDA = '--device {device} requested but CUDA is not available here; use --device cpu.'
 
 
 def _unique_labels(labels):
@@ -75,7 +77,7 @@ def compare(inputs: Sequence[str], datasets: Sequence[str] = (), data_root='data
         raise CompareError(f'--crop-box {crop_box}: expected X Y W H with W, H >= 1 (HR pixels).')
     if write and osp.exists(out_dir) and not osp.isdir(out_dir):
         raise CompareError(f'--out {out_dir} is a file; give a folder for the report (it is created if missing).')
-    dev = resolve_device(device)
+    dev = torch.device(check_device(device, CompareError, NO_CUDA))
 
     models = [load_model_entry(p, scale, arch_opt) for p in inputs]
     for model, label in zip(models, _unique_labels(labels or [m.label for m in models])):

@@ -1,4 +1,5 @@
-"""Device facts the commands share (pure PyTorch): waiting for a device, and the switch to deterministic kernels.
+"""Device facts the commands share (pure PyTorch): the device a `--device` flag names, waiting for a device, and the
+switch to deterministic kernels.
 
 CUDA training is not bit-reproducible by default: BasicSR sets `cudnn.benchmark = True` (the fastest convolution
 algorithm is chosen per shape by timing, and may differ between runs), cuDNN's backward kernels may accumulate in a
@@ -8,6 +9,23 @@ different order from run to run, and cuDNN convolutions use TF32 on Ampere and n
 """
 import os
 import torch
+
+
+NO_CUDA = ('--device {device}: no CUDA device is visible here (torch {torch}, {build}); use --device cpu, or leave '
+           '--device out to use CUDA where present.')
+
+
+def check_device(device, error=ValueError, no_cuda=NO_CUDA):
+    """The device a `--device` value names, as its string ('cpu', 'cuda', 'cuda:1'; None: 'cuda' when CUDA is present,
+    else 'cpu'). A CUDA device where CUDA is absent raises `error` (before the command writes anything) with the
+    message `no_cuda`, formatted with `device`, `torch` (the version) and `build` (the CUDA torch was built for)."""
+    if device is None:
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    device = torch.device(device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        build = f'built for CUDA {torch.version.cuda}' if torch.version.cuda else 'a CPU-only build'
+        raise error(no_cuda.format(device=device, torch=torch.__version__, build=build))
+    return str(device)
 
 
 def synchronize(device):
