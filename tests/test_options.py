@@ -78,8 +78,8 @@ def test_unknown_key_did_you_mean(workdir):
 
 def test_unknown_key_without_close_match_lists_known_keys(workdir):
     opt = _valid()
-    opt['pruning']['sparsity_target'] = 0.9
-    msg = _refused(workdir, opt, r'Unknown option pruning\.sparsity_target\. Known keys: method, targets, rate')
+    opt['pruning']['colour_space'] = 'rgb'
+    msg = _refused(workdir, opt, r'Unknown option pruning\.colour_space\. Known keys: method, targets, sparsity, rate')
     assert 'iters_per_round' in msg and 'rewind' in msg
 
 

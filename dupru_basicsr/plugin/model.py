@@ -64,10 +64,20 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
         self.finetune_lr = None  # rewind: none keeps training at the last LR of the previous round
         super().init_training_settings()
         logger = get_root_logger()
-        logger.info(f'Pruning: method {cfg.method}, scope {cfg.scope}, rewind {cfg.rewind}, rate {cfg.rate}%, '
+        logger.info(f'Pruning: method {cfg.method}, scope {cfg.scope}, rewind {cfg.rewind}, rate {cfg.rate:g}%, '
                     f'{cfg.rounds} rounds of {cfg.round_lengths} iterations, eps {cfg.eps}; '
-                    f'{len(self.pruner.params)} target tensors, {self.pruner.mask.numel():,d} weights.')
+                    f'{len(self.pruner.params)} target tensors, {self.pruner.mask.numel():,d} weights; '
+                    f'{self._kept_plan()}.')
         self._warn_about_frequencies(logger)
+
+    def _kept_plan(self):
+        """What each round (or the gradual ramp) keeps of the target weights, for the log."""
+        if self.gradual is not None:
+            g = self.gradual
+            return (f'gradual: the targets keep 100% until iteration {g.start_iter}, then every {g.frequency} '
+                    f'iterations less, down to {100 * (1 - g.final_sparsity):.2f}% at iteration {g.end_iter}')
+        kept = ', '.join(f'{100 * (1 - self.prune_cfg.rate / 100) ** r:.2f}%' for r in range(self.rounds.num_rounds))
+        return f'kept share of the targets in rounds 1..{self.rounds.num_rounds}: {kept}'
 
     def _warn_about_frequencies(self, logger):
         """Say what BasicSR's own loop will and will not keep when val_freq / save_checkpoint_freq do not divide

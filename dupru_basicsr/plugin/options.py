@@ -108,6 +108,32 @@ def _check_scale(opt):
         raise OptionError(f'scale is {scale} but network_g upscales by {net_scale}; make them equal.')
 
 
+# top-level keys this package reads, and those BasicSR 1.4.2 reads or sets itself (its options.py, train.py, models)
+OUR_TOP_LEVEL_KEYS = ('deterministic', 'pruning')
+BASICSR_TOP_LEVEL_KEYS = ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'network_d',
+                          'path', 'train', 'val', 'logger', 'dist_params', 'is_train', 'dist', 'rank', 'world_size',
+                          'auto_resume', 'root_path', 'find_unused_parameters', 'use_static_graph', 'suffix',
+                          'opt_path', 'amp', 'launcher')
+
+
+def warn_about_top_level_near_misses(opt):
+    """An OptionWarning for each top-level key that neither BasicSR nor this package reads but that is close to one
+    of ours (`determinstic: true` would be ignored silently); returns the messages. Other unknown keys are the
+    user's (BasicSR ignores them)."""
+    import difflib
+    messages = []
+    for key in opt:
+        if key in OUR_TOP_LEVEL_KEYS or key in BASICSR_TOP_LEVEL_KEYS or not isinstance(key, str):
+            continue
+        close = difflib.get_close_matches(key, OUR_TOP_LEVEL_KEYS, n=1, cutoff=0.75)
+        if close and close[0] not in opt:
+            messages.append(f'option {key!r} is read by nobody (BasicSR ignores unknown keys); did you mean '
+                            f'{close[0]!r}? (docs/pruning_options.md lists the keys this package reads)')
+    for message in messages:
+        warnings.warn(message, OptionWarning, stacklevel=2)
+    return messages
+
+
 def check_options(opt):
     """Check a parsed BasicSR option dict before training/testing starts. Raises OptionError.
 
@@ -115,6 +141,7 @@ def check_options(opt):
     DIV2K's 32k sub-images).
     """
     is_train = opt.get('is_train', True)
+    warn_about_top_level_near_misses(opt)
     _check_registered(opt)
     _check_devices(opt)
     _check_scale(opt)

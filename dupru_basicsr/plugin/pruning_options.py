@@ -7,7 +7,7 @@ dupru-train's check), and `check_resume_options` refuses a resume whose pruning 
 import json
 import re
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import List, Optional
 
 from dupru_basicsr.plugin.option_base import OptionError, OptionWarning, as_int, build_network, did_you_mean, \
@@ -15,6 +15,7 @@ from dupru_basicsr.plugin.option_base import OptionError, OptionWarning, as_int,
 from dupru_basicsr.plugin.presets import PRESET_KINDS, preset_targets
 from dupru_basicsr.plugin.registry import lookup
 from dupru_basicsr.plugin.resume import recorded_pruning_config
+from dupru_basicsr.pruning.schedules import rate_for_sparsity
 from dupru_basicsr.pruning.steps import STEP_MODES
 from dupru_basicsr.pruning.targets import DEFAULT_TARGETS, select_targets
 
@@ -41,29 +42,67 @@ def _names_preset(targets):
     return isinstance(targets, str) and targets in PRESET_KINDS
 
 
+def _key(default, type_, allowed, meaning, example):
+    """A `pruning:` key: its default and what the reference table (`reference_table`, docs/pruning_options.md) says
+    of it; the table is made from these, so a key cannot be added without its row."""
+    return field(default=default, metadata={'type': type_, 'allowed': allowed, 'meaning': meaning,
+                                            'example': example})
+
+
 @dataclass
 class PruningConfig:
-    """The `pruning:` section of a BasicSR option file (defaults reproduce the paper's DUPru)."""
-    method: str = 'dupru'  # dupru (|W| < eps frozen) | upru (W < eps frozen, reference code) | imp (pruned only)
-    # parameter name patterns, or a preset of network_g.type: body (the default) | whole (plugin.presets)
-    targets: Optional[object] = None
-    rate: float = 10.0  # percent of the surviving target weights removed at each round boundary
-    rounds: int = 25  # T; round 1 trains the dense network, each later round starts with one prune
-    iters_per_round: Optional[int] = 40000  # E
-    # explicit iterations per round (instead of rounds x iters_per_round), or `gradual`: gradual magnitude pruning
-    # (Zhu & Gupta) in one round of iters_per_round iterations, set by start_iter, end_iter, final_sparsity, frequency
-    schedule: Optional[object] = None
-    eps: float = 1e-6
-    scope: str = 'layer'  # layer: one threshold per tensor (paper) | global: one over all targets
-    rewind: str = 'init'  # init | iter_<k> | none | lr (learning-rate rewinding) | reinit (same masks, fresh init)
-    start_iter: Optional[int] = None  # schedule: gradual only
-    end_iter: Optional[int] = None
-    final_sparsity: Optional[float] = None
-    frequency: Optional[int] = None
-    plugins: Optional[List[str]] = None  # modules to import first (they register rules in plugin.registry)
-    # the freezing step: eager (default) | compiled (torch.compile of the hooks; built-in methods, float32 targets;
-    # falls back to eager with a warning where compiling fails). Same results bit for bit; see bench/README.md.
-    step: str = 'eager'
+    """The `pruning:` section of a BasicSR option file (defaults reproduce the paper's DUPru). Units: `rate` is a
+    percent of the survivors (0-100); `sparsity` and `final_sparsity` are fractions of the targets (0-1)."""
+    method: str = _key('dupru', 'name', 'dupru, upru, imp, or a registered freeze rule',
+                       'the freeze rule: dupru freezes weights with \\|W\\| < eps, upru weights with W < eps (the '
+                       'reference code), imp only the pruned ones', 'method: dupru')
+    targets: Optional[object] = _key(None, 'preset or list of patterns', 'body, whole, or fnmatch patterns',
+                                     'the pruned parameters: a preset of network_g.type (body: the default; whole: '
+                                     'body + upsampler) or parameter name patterns (`*` also matches dots)',
+                                     "targets: whole, targets: ['body.*.weight']")
+    sparsity: Optional[float] = _key(None, 'fraction', '0 < sparsity < 1',
+                                     'the share of the target weights pruned at the end of the run: with rounds it '
+                                     'sets rate (rounds - 1 equal prunes), with schedule: gradual it is the final '
+                                     'sparsity; give it or rate / final_sparsity, not both', 'sparsity: 0.9')
+    rate: float = _key(10.0, 'percent', '0 < rate < 100',
+                       'percent of the surviving target weights removed at each round boundary (rounds only)',
+                       'rate: 10')
+    rounds: int = _key(25, 'integer', '>= 1 (1 with schedule: gradual)',
+                       'T: round 1 trains the dense network, each later round starts with one prune (T - 1 prunes)',
+                       'rounds: 5')
+    iters_per_round: Optional[int] = _key(40000, 'integer', '>= 1',
+                                          'E: iterations of every round (with schedule: gradual, of the whole run); '
+                                          'train.total_iter must equal rounds x iters_per_round', 'iters_per_round: '
+                                          '40000')
+    schedule: Optional[object] = _key(None, 'list of integers, or gradual', 'positive counts, or gradual',
+                                      'the iterations of each round instead of rounds x iters_per_round, or gradual: '
+                                      'gradual magnitude pruning (Zhu & Gupta) in one round, set by start_iter, '
+                                      'end_iter, sparsity (or final_sparsity) and frequency',
+                                      'schedule: [40000, 20000], schedule: gradual')
+    eps: float = _key(1e-6, 'number', '>= 0 (write 1.0e-6: PyYAML reads 1e-6 as text)',
+                      'the freezing threshold of the freeze rule', 'eps: 1.0e-6')
+    scope: str = _key('layer', 'name', 'layer, global, or a registered scope',
+                      'layer: one threshold per tensor (the paper); global: one over all targets', 'scope: global')
+    rewind: str = _key('init', 'name', 'init, iter_<k>, none, lr, reinit',
+                       'the weights each round starts from: init W0 ⊙ mask; iter_<k> the weights at iteration k of '
+                       'round 1; none the trained weights, at the last learning rate; lr the trained weights with the '
+                       'learning-rate schedule restarted (learning-rate rewinding); reinit a fresh random init',
+                       'rewind: lr')
+    start_iter: Optional[int] = _key(None, 'integer', '0 <= start_iter < end_iter',
+                                     'schedule: gradual only: the iteration of the first prune', 'start_iter: 1')
+    end_iter: Optional[int] = _key(None, 'integer', 'start_iter < end_iter <= iters_per_round',
+                                   'schedule: gradual only: the iteration of the last prune', 'end_iter: 60000')
+    final_sparsity: Optional[float] = _key(None, 'fraction', '0 < final_sparsity < 1',
+                                           'schedule: gradual only: the same as sparsity (its older name)',
+                                           'final_sparsity: 0.9')
+    frequency: Optional[int] = _key(None, 'integer', '>= 1',
+                                    'schedule: gradual only: prune every frequency iterations', 'frequency: 1000')
+    plugins: Optional[List[str]] = _key(None, 'list of module names', 'importable modules',
+                                        'modules imported first (they register freeze rules, scopes or presets in '
+                                        'plugin.registry)', 'plugins: [my_rules]')
+    step: str = _key('eager', 'name', 'eager, compiled',
+                     'the freezing step: eager ops, or torch.compile of both hooks (the same bits; built-in methods '
+                     'and float32 only, else eager with a warning; the first step compiles)', 'step: compiled')
 
     def resolve_targets(self, network_type):
         """The target patterns: `targets`, or the preset of `network_type` (plugin.presets) that `targets` names
@@ -105,6 +144,11 @@ class PruningConfig:
             if name not in known:
                 hint = did_you_mean(name, known) or f' Known keys: {", ".join(known)}.'
                 raise OptionError(f'Unknown option {key}.{name}.{hint}')
+        if 'sparsity' in section:
+            other = 'final_sparsity' if section.get('schedule') == GRADUAL else 'rate'
+            if other in section:
+                raise OptionError(f'{key}: give either sparsity or {other}, not both (sparsity, the pruned share of '
+                                  f'the targets at the end, sets {other}).')
         if section.get('schedule') == GRADUAL:
             section.setdefault('rounds', 1)
         elif section.get('schedule') is not None:
@@ -142,7 +186,14 @@ class PruningConfig:
         if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or self.eps < 0:
             raise OptionError(f'{key}.eps is {self.eps!r}; it must be a number >= 0 (the paper uses 1.0e-6).'
                               f'{_text_hint(self.eps)}')
+        if self.sparsity is not None and (isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float))
+                                          or not 0 < self.sparsity < 1):
+            raise OptionError(f'{key}.sparsity is {self.sparsity!r}; it is the pruned share of the targets at the end '
+                              'of the run, a fraction strictly between 0 and 1 (e.g. 0.9 for 90 %).'
+                              f'{_text_hint(self.sparsity)}')
         if self.schedule == GRADUAL:
+            if self.sparsity is not None:
+                self.final_sparsity = self.sparsity
             self._validate_gradual(key)
         elif self.schedule is not None:
             if (not isinstance(self.schedule, (list, tuple)) or not self.schedule
@@ -159,6 +210,12 @@ class PruningConfig:
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
                 raise OptionError(f'{key}.iters_per_round is {n!r}; it must be an integer >= 1 '
                                   f'(or give {key}.schedule: [iterations of round 1, round 2, ...]).')
+        if self.sparsity is not None and self.schedule != GRADUAL:
+            if self.rounds < 2:
+                raise OptionError(f'{key}.sparsity needs at least 2 rounds (round 1 is dense; T rounds prune T - 1 '
+                                  f'times), but there is {self.rounds}; set rounds (or the schedule) or use '
+                                  'schedule: gradual.')
+            self.rate = rate_for_sparsity(self.sparsity, self.rounds - 1)
         if self.schedule != GRADUAL:
             extra = [k for k in GRADUAL_KEYS if getattr(self, k) is not None]
             if extra:
@@ -194,11 +251,11 @@ class PruningConfig:
         if as_int(n) is None or n < 1:
             raise OptionError(f'{key}.iters_per_round is {n!r}; with schedule: gradual it is the length of the run '
                               '(train.total_iter).')
-        missing = [k for k in GRADUAL_KEYS if getattr(self, k) is None]
+        missing = [k if k != 'final_sparsity' else 'sparsity' for k in GRADUAL_KEYS if getattr(self, k) is None]
         if missing:
             raise OptionError(f'{key}.schedule is gradual but {", ".join(f"{key}.{m}" for m in missing)} '
                               f'{"is" if len(missing) == 1 else "are"} not set; give start_iter, end_iter, '
-                              'final_sparsity (a fraction in (0, 1)) and frequency.')
+                              'sparsity (the final pruned share, a fraction in (0, 1)) and frequency.')
         start, end, freq = (as_int(self.start_iter), as_int(self.end_iter), as_int(self.frequency))
         if start is None or end is None or not 0 <= start < end <= n:
             raise OptionError(f'{key}.start_iter ({self.start_iter!r}) and {key}.end_iter ({self.end_iter!r}) must '
@@ -211,6 +268,26 @@ class PruningConfig:
         if freq is None or freq < 1:
             raise OptionError(f'{key}.frequency is {self.frequency!r}; prune every `frequency` iterations, an '
                               'integer >= 1.')
+
+
+REFERENCE_COLUMNS = ('type', 'allowed', 'meaning', 'example')
+
+
+def reference_table():
+    """The Markdown reference of every `pruning:` key (key, type, default, allowed values, meaning, example), made
+    from PruningConfig's definitions: docs/pruning_options.md holds its output (`python -m
+    dupru_basicsr.plugin.pruning_reference` prints it; a test compares)."""
+    rows = ['| key | type | default | allowed | meaning | example |', '|---|---|---|---|---|---|']
+    for f in fields(PruningConfig):
+        missing = [c for c in REFERENCE_COLUMNS if not f.metadata.get(c)]
+        if missing:
+            raise ValueError(f'pruning.{f.name} has no {", ".join(missing)} for the reference table: define it with '
+                             '_key(default, type, allowed, meaning, example).')
+        default = '(none)' if f.default is None else f'`{f.default}`'
+        example = ', '.join(f'`{e}`' for e in re.split(r', (?=\w+:)', f.metadata['example']))
+        rows.append(f'| `{f.name}` | {f.metadata["type"]} | {default} | {f.metadata["allowed"]} | '
+                    f'{f.metadata["meaning"]} | {example} |')
+    return '\n'.join(rows) + '\n'
 
 
 def pruning_section(opt):
