@@ -11,7 +11,7 @@ from dupru_basicsr.plugin.datasets import check_datasets
 from dupru_basicsr.plugin.option_base import (OptionError, OptionWarning, as_int, build_network, did_you_mean,
                                               is_pruning_model)
 from dupru_basicsr.plugin.pruning_options import check_pruning_options, pruning_section
-from dupru_basicsr.weights.io import load_checkpoint, odd_state_entry
+from dupru_basicsr.weights.io import load_checkpoint, odd_state_entry, strip_module_prefix
 
 
 def _check_registered(opt):
@@ -181,7 +181,7 @@ def check_pretrained_network(opt):
         raise OptionError(f'{key}: "{path}" holds no network weights under "{param_key}" (a mapping of parameter '
                           'names to tensors); point it at a BasicSR network checkpoint (net_g_*.pth), or set '
                           'path.param_key_g.')
-    state = {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
+    state = strip_module_prefix(state)
     try:
         build_network(opt).load_state_dict(state, strict=opt['path'].get('strict_load_g', True))
     except RuntimeError as e:
