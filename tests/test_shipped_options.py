@@ -64,3 +64,16 @@ def test_test_options_report_rgb_and_y(path):
     assert {(m['type'], m['test_y_channel'], m['crop_border']) for m in metrics.values()} == {
         ('calculate_psnr', False, 4), ('calculate_ssim', False, 4), ('calculate_psnr', True, 4),
         ('calculate_ssim', True, 4)}
+
+
+def test_the_best_measured_recipe_ships_at_full_size():
+    """train_MSRResNet_x4_DUPru_gradual_whole.yml is the study's dupru_gradual_whole-global_90 recipe at BasicSR's
+    1M iterations: gradual DUPru of the whole network, global scope, 90 %, the study's ramp, one cosine."""
+    from dupru_basicsr.experiments import gradual_schedule
+    with open(osp.join(REPO, 'options', 'train', 'train_MSRResNet_x4_DUPru_gradual_whole.yml')) as f:
+        opt = yaml.safe_load(f)
+    cfg = check_pruning_options(opt)
+    assert (cfg.method, cfg.targets, cfg.scope, cfg.schedule) == ('dupru', 'whole', 'global', 'gradual')
+    assert cfg.gradual == gradual_schedule(opt['train']['total_iter'], 0.9)
+    assert opt['train']['scheduler']['periods'] == [opt['train']['total_iter']]
+    assert cfg.resolve_targets('MSRResNet') == ['body.*.weight', 'upconv1.weight', 'upconv2.weight', 'conv_hr.weight']
