@@ -255,6 +255,7 @@ def test_test_command_help_launcher_hint_and_unsafe_checkpoint_message(tmp_path)
     assert 'weights_only' not in line and 'weights-only load refuses' in line
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_training_with_one_line_and_exit_130(tmp_path):
     opt = _dupru_opt('interrupt', val_set=None)
     opt['train']['total_iter'] = opt['pruning']['iters_per_round'] = 100000
@@ -367,6 +368,7 @@ def _alive(pid):
         return False
 
 
+@pytest.mark.slow
 def test_study_workers_stop_when_their_parent_is_killed(tmp_path):
     args = _study_args(tmp_path, tmp_path / 'study', osp.join(shared_dataset('train'), 'GTmod4'))
     proc = subprocess.Popen([sys.executable, '-m', 'dupru_basicsr.study', *args, '--jobs', '2', '--iters', '400'],
