@@ -25,7 +25,7 @@ import dupru_basicsr  # noqa: F401
 from basicsr.archs.srresnet_arch import MSRResNet
 from dupru_basicsr.deploy.mnn import MNNRunner, convert_onnx
 from dupru_basicsr.export import _dense_checkpoint, export_onnx, load_into
-from dupru_basicsr.plugin.presets import preset_targets
+from dupru_basicsr.pruning.presets import preset_targets
 from dupru_basicsr.pruning import select_targets
 from dupru_basicsr.weights.arch import infer_msrresnet_arch
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import tiny_options
-from dupru_basicsr.plugin.presets import TARGET_PRESETS, WHOLE_TARGET_PRESETS, preset_targets
+from dupru_basicsr.pruning.presets import TARGET_PRESETS, WHOLE_TARGET_PRESETS, preset_targets
 from dupru_basicsr.pruning import num_to_remove, select_targets
 
 TINY_NETS = {

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 from dupru_basicsr.plugin.option_base import OptionError, OptionWarning, as_int, build_network, did_you_mean, \
     is_pruning_model
-from dupru_basicsr.plugin.presets import PRESET_KINDS, preset_targets
+from dupru_basicsr.pruning.presets import PRESET_KINDS, preset_targets
 from dupru_basicsr.plugin.registry import lookup
 from dupru_basicsr.plugin.resume import recorded_pruning_config
 from dupru_basicsr.pruning.schedules import rate_for_sparsity
@@ -105,7 +105,7 @@ class PruningConfig:
                      'and float32 only, else eager with a warning; the first step compiles)', 'step: compiled')
 
     def resolve_targets(self, network_type):
-        """The target patterns: `targets`, or the preset of `network_type` (plugin.presets) that `targets` names
+        """The target patterns: `targets`, or the preset of `network_type` (pruning.presets) that `targets` names
         (body, the default, or whole)."""
         preset = self.targets if self.targets is None or _names_preset(self.targets) else False
         if preset is False:

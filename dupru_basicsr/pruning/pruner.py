@@ -9,7 +9,7 @@ from dupru_basicsr.pruning.mask import Mask
 from dupru_basicsr.pruning.optimizer_state import PrunedStateHolder
 from dupru_basicsr.pruning.scopes import SCOPES
 from dupru_basicsr.pruning.steps import make_step_engine
-from dupru_basicsr.pruning.targets import DEFAULT_TARGETS, select_targets
+from dupru_basicsr.pruning.targets import DEFAULT_TARGETS, layer_weights, resolve_targets, select_targets
 
 # rewind modes: init and iter rewind to the snapshot (W0 or W_k), none and lr keep the trained weights, reinit takes
 # a fresh initialisation; the `pruning.rewind` option spells iter as iter_<k> (plugin.pruning_options)
@@ -48,7 +48,7 @@ class Pruner:
         self.freeze_rule = self._resolve(method, FREEZE_RULES, 'freeze', lookup)
         self.threshold_scope = self._resolve(scope, SCOPES, 'scope', lookup)
         self.model = model
-        self.targets = list(targets)
+        self.targets = resolve_targets(model, targets)  # patterns, or a preset (body, whole) of the model's class
         self.params = select_targets(model, self.targets)
         self.method = method if isinstance(method, str) else method.__name__
         self.scope = scope if isinstance(scope, str) else scope.__name__
@@ -209,3 +209,19 @@ class Pruner:
         self.rewind_state = None if state['rewind_state'] is None else OrderedDict(
             (k, v.to(device)) for k, v in state['rewind_state'].items())
         self.last_thresholds = dict(state.get('thresholds') or {})
+
+
+def prune_model(model, sparsity, targets=None, scope='global', method='dupru', eps=1e-6, step='eager'):
+    """Prune a trained `model` (any nn.Module) in one call: the smallest-|W| `sparsity` share of its targets (over
+    all of them with `scope='global'`, or of every tensor with 'layer') is set to exactly 0.0. Returns the Pruner;
+    `pruner.attach(optimizer)` then fine-tunes with the freezing rule of `method` (pruned weights stay exactly 0).
+
+    `targets`: a preset of the model's class (body, whole: pruning.presets, e.g. MSRResNet), parameter name patterns,
+    or None: the class's `whole` preset where there is one, else every convolution and linear weight."""
+    if targets is None:
+        from dupru_basicsr.pruning.presets import WHOLE_TARGET_PRESETS
+        targets = 'whole' if type(model).__name__ in WHOLE_TARGET_PRESETS else layer_weights(model)
+    pruner = Pruner(model, targets, method=method, eps=eps, scope=scope, step=step)
+    pruner.snapshot()
+    pruner.prune(sparsity=sparsity)
+    return pruner

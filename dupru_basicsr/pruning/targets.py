@@ -29,3 +29,24 @@ def select_targets(module, patterns):
             selected[name] = named[name]
     # keep the module's parameter order whatever the order of the patterns
     return OrderedDict((name, p) for name, p in named.items() if name in selected)
+
+
+def layer_weights(module):
+    """The weight names of every convolution and linear layer of `module` (what NNI's and torch.nn.utils.prune's
+    examples prune): the targets of `prune_model` for a network without a preset."""
+    import torch.nn as nn
+    kinds = (nn.modules.conv._ConvNd, nn.Linear)
+    return [f'{name}.weight' if name else 'weight' for name, m in module.named_modules()
+            if isinstance(m, kinds) and getattr(m, 'weight', None) is not None]
+
+
+def resolve_targets(module, targets):
+    """Target patterns from `targets`: a preset name of pruning.presets (body, whole), looked up by the class name of
+    `module`, or a pattern, or a list of patterns. Raises ValueError naming the presets there are."""
+    from dupru_basicsr.pruning.presets import PRESET_KINDS, preset_targets
+    if isinstance(targets, str) and targets in PRESET_KINDS:
+        try:
+            return preset_targets(type(module).__name__, targets)
+        except KeyError as e:
+            raise ValueError(e.args[0]) from None
+    return [targets] if isinstance(targets, str) else list(targets)

@@ -12,7 +12,7 @@ import dupru_basicsr  # noqa: F401  (compatibility shims; must come before basic
 from basicsr.archs.srresnet_arch import MSRResNet
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import img2tensor, tensor2img
-from dupru_basicsr.plugin.presets import BODY_PREFIX, UPSAMPLER_PREFIXES
+from dupru_basicsr.pruning.presets import BODY_PREFIX, UPSAMPLER_PREFIXES
 from dupru_basicsr.report import CompareError
 from dupru_basicsr.report.results import METRICS
 from dupru_basicsr.report.runs import read_checkpoint, select_state_dict, ticket_round

@@ -1,4 +1,5 @@
-"""Pruning target presets per BasicSR architecture: `pruning.targets: body` (the default) or `whole`.
+"""Pruning target presets per network class (BasicSR's architectures): `pruning.targets: body` (the default) or `whole`;
+`Pruner(model, targets="whole")` resolves them by the model's class name.
 
 - `body`: the heavy inner layers of each network — its residual body (and the convolution after it) — never the first
   convolution, the upsampler or the last convolution. The paper's choice for MSRResNet (32 of its 37 convolutions,
