@@ -82,3 +82,16 @@ def test_a_near_miss_of_our_top_level_keys_warns(key, warned):
     else:
         assert len(messages) == 1 and f"did you mean '{warned}'" in messages[0]
         assert caught and issubclass(caught[0].category, OptionWarning)
+
+
+@pytest.mark.parametrize('section, message', [
+    ({'targets': True}, 'pruning.targets must be a preset'),
+    ({'targets': 5}, 'pruning.targets must be a preset'),
+    ({'eps': float('inf')}, 'pruning.eps is inf; it must be a finite number >= 0'),
+    ({'eps': float('nan')}, 'pruning.eps is nan; it must be a finite number >= 0'),
+    ({'rate': float('nan')}, 'pruning.rate is nan'),
+    ({'sparsity': float('inf'), 'rounds': 3, 'iters_per_round': 2}, 'pruning.sparsity is inf'),
+])
+def test_non_finite_and_wrongly_typed_pruning_values_are_refused(section, message):
+    with pytest.raises(OptionError, match=message):
+        PruningConfig.from_opt(section)

@@ -5,6 +5,7 @@ checks, the model, the schedules, the `Pruner` and the resume check all receive 
 dupru-train's check), and `check_resume_options` refuses a resume whose pruning settings changed.
 """
 import json
+import math
 import re
 import warnings
 from dataclasses import dataclass, field, fields
@@ -175,7 +176,7 @@ class PruningConfig:
                               'compiled is faster where torch.compile works, see bench/README.md).')
         if isinstance(self.targets, str) and not _names_preset(self.targets):
             self.targets = [self.targets]
-        if self.targets is not None and (not self.targets
+        if self.targets is not None and (not isinstance(self.targets, (list, tuple)) or not self.targets
                                          or not all(isinstance(t, str) and t for t in self.targets)):
             raise OptionError(f'{key}.targets must be a preset ({" or ".join(PRESET_KINDS)}) or a non-empty list of '
                               f'parameter name patterns, e.g. {list(DEFAULT_TARGETS)}.')
@@ -183,8 +184,8 @@ class PruningConfig:
             raise OptionError(f'{key}.rate is {self.rate!r}; it is the percent of surviving weights removed per '
                               'round and must lie strictly between 0 and 100 (the paper uses 10).'
                               f'{_text_hint(self.rate)}')
-        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or self.eps < 0:
-            raise OptionError(f'{key}.eps is {self.eps!r}; it must be a number >= 0 (the paper uses 1.0e-6).'
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not 0 <= self.eps < math.inf:
+            raise OptionError(f'{key}.eps is {self.eps!r}; it must be a finite number >= 0 (the paper uses 1.0e-6).'
                               f'{_text_hint(self.eps)}')
         if self.sparsity is not None and (isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float))
                                           or not 0 < self.sparsity < 1):
