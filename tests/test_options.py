@@ -107,14 +107,14 @@ def test_rounds_disagreeing_with_schedule(workdir):
 def test_negative_eps(workdir):
     opt = _valid()
     opt['pruning']['eps'] = -1e-6
-    _refused(workdir, opt, r'pruning\.eps is -1e-06; it must be a number >= 0')
+    _refused(workdir, opt, r'pruning\.eps is -1e-06; it must be a finite number >= 0')
 
 
 def test_eps_written_as_yaml_text_names_the_fix(workdir):
     # PyYAML reads 1e-5 (no dot) as a string; the refusal says why and how to write it
     opt = _valid()
     opt['pruning']['eps'] = '1e-5'
-    msg = _refused(workdir, opt, r"pruning\.eps is '1e-5'; it must be a number >= 0")
+    msg = _refused(workdir, opt, r"pruning\.eps is '1e-5'; it must be a finite number >= 0")
     assert "'1e-5' was read as text" in msg and '1.0e-5' in msg and '!!float1e-5' in msg
     assert yaml.safe_load('eps: 1e-5')['eps'] == '1e-5' and yaml.safe_load('eps: 1.0e-5')['eps'] == 1e-5
 
