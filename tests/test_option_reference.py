@@ -95,3 +95,8 @@ def test_a_near_miss_of_our_top_level_keys_warns(key, warned):
 def test_non_finite_and_wrongly_typed_pruning_values_are_refused(section, message):
     with pytest.raises(OptionError, match=message):
         PruningConfig.from_opt(section)
+
+
+@pytest.mark.parametrize('targets', ['whole', 'body', 'body.0.conv1.weight', ['body.*.weight']])
+def test_presets_and_patterns_are_accepted_as_targets(targets):
+    assert PruningConfig.from_opt({'targets': targets}).resolve_targets('MSRResNet')

@@ -54,7 +54,8 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
         self._scheduler_opt = deepcopy(self.opt['train']['scheduler'])
         cfg = self.prune_cfg = self.prune_cfg or pruning_config(self.opt)
         self.pruner = Pruner(self.get_bare_model(self.net_g), cfg.resolve_targets(self.opt['network_g']['type']),
-                             cfg.method, cfg.eps, cfg.scope, lookup=lookup, step=cfg.step)
+                             cfg.method, cfg.eps, cfg.scope, lookup=lookup, step=cfg.step,
+                             granularity=cfg.granularity)
         self.rounds = RoundSchedule(cfg.round_lengths, cfg.rewind_iter)
         # gradual pruning (Zhu & Gupta): one round, masks tighten in place on a cubic sparsity ramp
         self.gradual = GradualSchedule(**cfg.gradual) if cfg.gradual else None
@@ -64,7 +65,8 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
         self.finetune_lr = None  # rewind: none keeps training at the last LR of the previous round
         super().init_training_settings()
         logger = get_root_logger()
-        logger.info(f'Pruning: method {cfg.method}, scope {cfg.scope}, rewind {cfg.rewind}, rate {cfg.rate:g}%, '
+        logger.info(f'Pruning: method {cfg.method}, scope {cfg.scope}, granularity {cfg.granularity}, rewind '
+                    f'{cfg.rewind}, rate {cfg.rate:g}%, '
                     f'{cfg.rounds} rounds of {cfg.round_lengths} iterations, eps {cfg.eps}; '
                     f'{len(self.pruner.params)} target tensors, {self.pruner.mask.numel():,d} weights; '
                     f'{self._kept_plan()}.')

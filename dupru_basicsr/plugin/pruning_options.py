@@ -16,6 +16,7 @@ from dupru_basicsr.plugin.option_base import OptionError, OptionWarning, as_int,
 from dupru_basicsr.pruning.presets import PRESET_KINDS, preset_targets
 from dupru_basicsr.plugin.registry import lookup
 from dupru_basicsr.plugin.resume import recorded_pruning_config
+from dupru_basicsr.pruning.granularity import block_size, check_blockable
 from dupru_basicsr.pruning.schedules import rate_for_sparsity
 from dupru_basicsr.pruning.steps import STEP_MODES
 from dupru_basicsr.pruning.targets import DEFAULT_TARGETS, select_targets
@@ -101,6 +102,11 @@ class PruningConfig:
     plugins: Optional[List[str]] = _key(None, 'list of module names', 'importable modules',
                                         'modules imported first (they register freeze rules, scopes or presets in '
                                         'plugin.registry)', 'plugins: [my_rules]')
+    granularity: str = _key('element', 'name', 'element, oc_block<N> (e.g. oc_block4)',
+                            'what is pruned together: single weights, or N consecutive output channels at the same '
+                            '(input channel, kh, kw), scored by their L2 norm; oc_block4 is the pattern sparse CPU '
+                            'kernels (MNN) run fast. Every target needs output channels divisible by N',
+                            'granularity: oc_block4')
     step: str = _key('eager', 'name', 'eager, compiled',
                      'the freezing step: eager ops, or torch.compile of both hooks (the same bits; built-in methods '
                      'and float32 only, else eager with a warning; the first step compiles)', 'step: compiled')
@@ -171,13 +177,18 @@ class PruningConfig:
                 lookup(getattr(self, name), kind)
             except KeyError as e:
                 raise OptionError(f'{key}.{name}: {e.args[0]}') from None
+        try:
+            block_size(self.granularity)
+        except ValueError as e:
+            raise OptionError(f'{key}.granularity: {e}') from None
         if self.step not in STEP_MODES:
             raise OptionError(f'{key}.step is {self.step!r}; use one of {", ".join(STEP_MODES)} (the same results; '
                               'compiled is faster where torch.compile works, see bench/README.md).')
         if isinstance(self.targets, str) and not _names_preset(self.targets):
             self.targets = [self.targets]
-        if self.targets is not None and (not isinstance(self.targets, (list, tuple)) or not self.targets
-                                         or not all(isinstance(t, str) and t for t in self.targets)):
+        if self.targets is not None and not _names_preset(self.targets) and (
+                not isinstance(self.targets, (list, tuple)) or not self.targets
+                or not all(isinstance(t, str) and t for t in self.targets)):
             raise OptionError(f'{key}.targets must be a preset ({" or ".join(PRESET_KINDS)}) or a non-empty list of '
                               f'parameter name patterns, e.g. {list(DEFAULT_TARGETS)}.')
         if isinstance(self.rate, bool) or not isinstance(self.rate, (int, float)) or not 0 < self.rate < 100:
@@ -423,9 +434,14 @@ def check_pruning_options(opt):
         targets = cfg.resolve_targets(opt['network_g'].get('type'))
         net = build_network(opt)
         try:
-            warn_about_targets(net, select_targets(net, targets), cfg)
+            selected = select_targets(net, targets)
         except ValueError as e:
             raise OptionError(f'pruning.targets: {e} Fix the pattern (fnmatch syntax, e.g. body.*.weight).') from None
+        try:
+            check_blockable(selected, block_size(cfg.granularity))
+        except ValueError as e:
+            raise OptionError(f'pruning.granularity: {e}') from None
+        warn_about_targets(net, selected, cfg)
     key = _check_key(opt)
     if key is not None:
         _CHECKED[key] = cfg
@@ -442,6 +458,7 @@ RESUME_KEYS = (
     ('round_lengths', 'pruning.rounds x iters_per_round / schedule (iterations of each round)'),
     ('eps', 'pruning.eps'),
     ('scope', 'pruning.scope'),
+    ('granularity', 'pruning.granularity'),
     ('rewind', 'pruning.rewind'),
     ('start_iter', 'pruning.start_iter'),
     ('end_iter', 'pruning.end_iter'),
@@ -463,6 +480,7 @@ def resume_config(opt, cfg=None):
         'round_lengths': [int(n) for n in cfg.round_lengths],
         'eps': float(cfg.eps),
         'scope': str(cfg.scope),
+        'granularity': str(cfg.granularity),
         'rewind': str(cfg.rewind),
         'start_iter': gradual.get('start_iter'),
         'end_iter': gradual.get('end_iter'),

@@ -142,13 +142,15 @@ def recorded_pruning_config(pruning):
     `config`, or for states written before it existed, what its pruner and round schedule keep (method, targets,
     rate, schedule, eps, scope; a late-rewinding point). The one reader of both layouts (resume check, report)."""
     if 'config' in pruning:
-        return dict(pruning['config'])
+        # granularity came later: a state without it pruned single weights
+        return dict({'granularity': 'element'}, **pruning['config'])
     pruner, rounds = pruning.get('pruner') or {}, pruning.get('rounds') or {}
     old = {'method': pruner.get('method'), 'targets': pruner.get('targets'), 'rate': rounds.get('rate'),
            'round_lengths': rounds.get('lengths'), 'eps': pruner.get('eps'), 'scope': pruner.get('scope')}
     if rounds.get('rewind_iter') is not None:
         old['rewind'] = f'iter_{rounds["rewind_iter"]}'
     old = {k: v for k, v in old.items() if v is not None}
+    old['granularity'] = 'element'  # states without a config were written before block granularity existed
     for k in ('rate', 'eps'):
         if k in old:
             old[k] = float(old[k])

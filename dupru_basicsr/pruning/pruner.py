@@ -5,6 +5,7 @@ from collections import OrderedDict
 from dupru_basicsr.pruning.distributed import check_masks_agree
 from dupru_basicsr.pruning.engine import bits
 from dupru_basicsr.pruning.freeze import FREEZE_RULES
+from dupru_basicsr.pruning.granularity import block_size, check_blockable, prune_blocks
 from dupru_basicsr.pruning.mask import Mask
 from dupru_basicsr.pruning.optimizer_state import PrunedStateHolder
 from dupru_basicsr.pruning.scopes import SCOPES
@@ -19,7 +20,8 @@ REWIND_MODES = ('init', 'iter', 'none', 'lr', 'reinit')
 class Pruner:
     """Prunes the parameters of `model` matched by `targets` and keeps them pruned/frozen while training.
 
-    - `prune(rate)`: new keep-masks from the current |W| of the survivors (layer or global scope), applied at once.
+    - `prune(rate)`: new keep-masks from the current |W| of the survivors (layer or global scope; single weights or
+      blocks of output channels, `granularity`), applied at once.
     - `snapshot()`: records the rewind point (all parameters and buffers, e.g. W0 before training).
     - `rewind(mode)`: init/iter -> rewind point ⊙ mask, none -> current weights ⊙ mask, reinit -> a fresh state ⊙ mask.
     - masks live on the targets' device and follow them: after `model.to()` / `.cuda()` the next prune, mask
@@ -38,7 +40,7 @@ class Pruner:
     """
 
     def __init__(self, model, targets=DEFAULT_TARGETS, method='dupru', eps=1e-6, scope='layer', lookup=None,
-                 step='eager'):
+                 step='eager', granularity='element'):
         # method / scope: a name, or a callable (a custom freeze rule `(weight, keep_mask, eps) -> bool tensor`, or a
         # threshold scope `(weights, mask, rate=None, sparsity=None) -> (Mask, thresholds)`). Names resolve with
         # `lookup(name, kind)` (kind 'freeze' or 'scope'; e.g. plugin.registry.lookup), else the built-ins.
@@ -53,6 +55,11 @@ class Pruner:
         self.method = method if isinstance(method, str) else method.__name__
         self.scope = scope if isinstance(scope, str) else scope.__name__
         self.eps = float(eps)
+        # granularity: element, or oc_block<N> (N output channels at one input position pruned together;
+        # pruning.granularity)
+        self.granularity = granularity
+        self.block = block_size(granularity)
+        check_blockable(self.params, self.block)
         self.mask = Mask.ones_like(self.params)
         self.rewind_state = None
         self.last_thresholds = {}
@@ -82,7 +89,11 @@ class Pruner:
         (per tensor, or over all targets with global scope) to `sparsity`. Returns the thresholds used."""
         with torch.no_grad():
             self.follow_params()
-            self.mask, self.last_thresholds = self.threshold_scope(self.params, self.mask, rate, sparsity)
+            if self.block == 1:
+                self.mask, self.last_thresholds = self.threshold_scope(self.params, self.mask, rate, sparsity)
+            else:  # the scope's thresholds over blocks of output channels (pruning.granularity)
+                self.mask, self.last_thresholds = prune_blocks(self.threshold_scope, self.params, self.mask,
+                                                               self.block, rate, sparsity)
             self.apply_mask()
         check_masks_agree(self.mask)
         return self.last_thresholds
@@ -190,6 +201,7 @@ class Pruner:
             'method': self.method,
             'eps': self.eps,
             'scope': self.scope,
+            'granularity': self.granularity,
             'keep_masks': self.mask.state_dict(),
             'rewind_state': None if self.rewind_state is None else OrderedDict(
                 (k, v.detach().cpu().clone()) for k, v in self.rewind_state.items()),
@@ -197,8 +209,8 @@ class Pruner:
         }
 
     def load_state_dict(self, state):
-        for key in ('method', 'scope'):
-            if state[key] != getattr(self, key):
+        for key in ('method', 'scope', 'granularity'):
+            if state.get(key, 'element' if key == 'granularity' else None) != getattr(self, key):
                 raise ValueError(f'Pruning state was saved with {key}={state[key]!r} but this run uses '
                                  f'{getattr(self, key)!r}; resume with the same pruning options.')
         if list(state['keep_masks']) != list(self.params):
@@ -211,7 +223,8 @@ class Pruner:
         self.last_thresholds = dict(state.get('thresholds') or {})
 
 
-def prune_model(model, sparsity, targets=None, scope='global', method='dupru', eps=1e-6, step='eager'):
+def prune_model(model, sparsity, targets=None, scope='global', method='dupru', eps=1e-6, step='eager',
+                granularity='element'):
     """Prune a trained `model` (any nn.Module) in one call: the smallest-|W| `sparsity` share of its targets (over
     all of them with `scope='global'`, or of every tensor with 'layer') is set to exactly 0.0. Returns the Pruner;
     `pruner.attach(optimizer)` then fine-tunes with the freezing rule of `method` (pruned weights stay exactly 0).
@@ -221,7 +234,7 @@ def prune_model(model, sparsity, targets=None, scope='global', method='dupru', e
     if targets is None:
         from dupru_basicsr.pruning.presets import WHOLE_TARGET_PRESETS
         targets = 'whole' if type(model).__name__ in WHOLE_TARGET_PRESETS else layer_weights(model)
-    pruner = Pruner(model, targets, method=method, eps=eps, scope=scope, step=step)
+    pruner = Pruner(model, targets, method=method, eps=eps, scope=scope, step=step, granularity=granularity)
     pruner.snapshot()
     pruner.prune(sparsity=sparsity)
     return pruner
