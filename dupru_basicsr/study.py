@@ -22,6 +22,8 @@ import os.path as osp
 import statistics
 import sys
 import time
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 from dupru_basicsr.experiments import finetune_schedule, gradual_schedule, make_options, train_experiment
 from dupru_basicsr.pruning import rate_for_sparsity
@@ -283,20 +285,90 @@ def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_ro
     are evaluated. `from_trained` (a recipe label of this study, e.g. stock_TxE_cosine): the pretrained workflow,
     every run starts from that run's final weights of the same seed in the same --out and trains `finetune`
     iterations (finetune_recipes). Runs with another E or F get their own names and their own study_*.md."""
-    from dupru_basicsr.report.build import compare
+    study = resolve_study(preset_name, train_hr, data_root, datasets, out, seeds, progress, jobs, extra_seeds, iters,
+                          only, device, from_trained, finetune)
+    record_definition(study)
+    t0 = time.time()
+    data = study_data(study)
+    done = train_seeds(study, data, study.seeds, [label for label, *_ in study.runs])
+    decisive, first_pass = add_decisive_seeds(study, data, done)
+    train_seconds = {k: v[1] for k, v in done.items() if v[1] is not None}
+    # the runs of the first pass keep its rows: only the extra seeds' runs (and every run's tickets) are scored now
+    results = evaluate_runs(study, done, out_dir=osp.join(study.out, 'report' + study.suffix),
+                            baseline=f'{study.baselines[-1]}_s{study.seeds[0]}', reuse=first_pass)
+    table, best_stock = summarise(results, study.runs, study.datasets, study.baselines)
+    write_study_files(study, table, best_stock, decisive, train_seconds, t0)
+    return table
+
+
+@dataclass
+class Study:
+    """One study's inputs, checked and resolved by resolve_study: what the steps of run_study share."""
+    preset_name: str
+    preset: dict  # the preset, with E = --iters where given
+    seeds: tuple
+    extra_seeds: tuple
+    runs: list  # (label, method, make_options keyword arguments) of every recipe trained or scored
+    baselines: tuple  # the rows every other row is measured against
+    datasets: Sequence[str]
+    data_root: str
+    train_hr: str
+    out: str  # absolute
+    suffix: str  # '', '_E<iters>' or '_from-<recipe>_F<finetune>': names the study's files and report
+    prefix: str  # of the experiment names
+    starts: dict  # {seed: the experiment whose final weights the seed's runs start from} (pretrained workflow)
+    from_trained: Optional[str]
+    finetune: int
+    device: str
+    jobs: int
+    progress: bool
+
+
+def resolve_study(preset_name, train_hr, data_root, datasets, out, seeds, progress, jobs, extra_seeds, iters, only,
+                  device, from_trained, finetune):
+    """The Study that run_study's arguments describe; every input is checked (a StudyError names it and the fix)
+    before anything is written."""
     device = check_device(device, StudyError)
+    preset = _preset_with_iters(preset_name, iters)
+    seeds, extra_seeds = _seed_lists(preset, seeds, extra_seeds)
+    if jobs < 1:
+        raise StudyError(f'--jobs {jobs}: must be >= 1.')
+    runs, baselines = _study_runs(preset, preset_name, only, from_trained, finetune)
+    _check_study_paths(out, datasets, data_root, train_hr)
+    out = osp.abspath(out)
+    # runs with another E (or fine-tunes) are other experiments: they get their own names (a rerun must not take one
+    # for the other), and their own study_<suffix>.md; the definition (data, network, device) is shared
+    suffix = ('' if iters is None else f'_E{iters}') if from_trained is None else f'_from-{from_trained}_F{finetune}'
+    starts = {} if from_trained is None else _trained_starts(out, preset_name, from_trained, seeds + extra_seeds)
+    return Study(preset_name=preset_name, preset=preset, seeds=seeds, extra_seeds=extra_seeds, runs=runs,
+                 baselines=baselines, datasets=datasets, data_root=data_root, train_hr=train_hr, out=out,
+                 suffix=suffix, prefix=f'study_{preset_name}{suffix}', starts=starts, from_trained=from_trained,
+                 finetune=finetune, device=device, jobs=jobs, progress=progress)
+
+
+def _preset_with_iters(preset_name, iters):
+    """A copy of preset `preset_name`, with E = `iters` when given."""
     preset = dict(PRESETS[preset_name])
     if iters is not None:
         if iters < 1:
             raise StudyError(f'--iters {iters}: the iterations per round E must be >= 1.')
         preset['iters'] = iters  # the gradual schedule follows the budget (experiments.gradual_schedule)
+    return preset
+
+
+def _seed_lists(preset, seeds, extra_seeds):
+    """(seeds, extra seeds) as tuples, the preset's where not given; at least one seed, no extra seed among them."""
     seeds = tuple(preset['seeds'] if seeds is None else seeds)
     extra_seeds = tuple(preset['extra_seeds'] if extra_seeds is None else extra_seeds)
     if not seeds or set(seeds) & set(extra_seeds):
         raise StudyError(f'--seeds {list(seeds)} / --extra-seeds {list(extra_seeds)}: give at least one seed, and '
                          'extra seeds that are not among the seeds.')
-    if jobs < 1:
-        raise StudyError(f'--jobs {jobs}: must be >= 1.')
+    return seeds, extra_seeds
+
+
+def _study_runs(preset, preset_name, only, from_trained, finetune):
+    """(runs, baseline labels): the recipes (the fine-tunes with `from_trained`), only those `only` names and the
+    baseline rows when it is given."""
     trained_labels = [label for label, *_ in recipes(preset)]
     if from_trained is not None and from_trained not in trained_labels:
         raise StudyError(f'--from-trained {from_trained}: not a recipe of preset {preset_name} (recipes: '
@@ -311,6 +383,12 @@ def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_ro
         named = set(only) & set(baselines)
         baselines = tuple(b for b in baselines if b in named) if named and from_trained is None else baselines
         runs = [r for r in runs if r[0] in set(only) | set(baselines)]
+    return runs, baselines
+
+
+def _check_study_paths(out, datasets, data_root, train_hr):
+    """StudyError unless `out` can be a folder, every dataset is in BasicSR layout under `data_root` and `train_hr`
+    exists."""
     if osp.exists(out) and not osp.isdir(out):
         raise StudyError(f'--out {out} is a file; give a folder (it is created if missing).')
     from dupru_basicsr.utils.cli import plain_name_problem
@@ -326,89 +404,110 @@ def run_study(preset_name='cpu-small', train_hr='datasets/SunHays80/HR', data_ro
                                  'dupru-prepare.')
     if not osp.isdir(train_hr):
         raise StudyError(f'--train-hr {train_hr} does not exist; point it at a folder of HR images.')
-    out = osp.abspath(out)
-    base_prefix = f'study_{preset_name}'
-    # runs with another E (or fine-tunes) are other experiments: they get their own names (a rerun must not take one
-    # for the other), and their own study_<suffix>.md; the definition (data, network, device) is shared
-    suffix = ('' if iters is None else f'_E{iters}') if from_trained is None else f'_from-{from_trained}_F{finetune}'
-    prefix = base_prefix + suffix
+
+
+def _trained_starts(out, preset_name, from_trained, seeds):
+    """{seed: the experiment folder of recipe `from_trained` of that seed in `out`}; StudyError for one that has not
+    finished."""
     starts = {}
-    if from_trained is not None:
-        for seed in seeds + extra_seeds:
-            starts[seed] = osp.join(out, 'experiments', f'{base_prefix}_{from_trained}_s{seed}')
-            path = osp.join(starts[seed], 'models', 'net_g_latest.pth')
-            if not osp.isfile(path):
-                raise StudyError(f'--from-trained {from_trained}: {path} does not exist; train it first with the same '
-                                 f'--out and preset (dupru-study --preset {preset_name} --out {out} --recipes '
-                                 f'{from_trained} --seeds {seed}), or leave seed {seed} out.')
-    settings = {k: v for k, v in preset.items() if k != 'iters'}  # E only names runs (see prefix)
-    definition = {'preset': preset_name, 'settings': settings, 'train_hr': osp.abspath(train_hr),
-                  'data_root': osp.abspath(data_root), 'datasets': list(datasets), 'device': device}
-    check_same_study(out, definition)
-    os.makedirs(out, exist_ok=True)
-    with open(osp.join(out, DEFINITION), 'w') as f:
+    for seed in seeds:
+        starts[seed] = osp.join(out, 'experiments', f'study_{preset_name}_{from_trained}_s{seed}')
+        path = osp.join(starts[seed], 'models', 'net_g_latest.pth')
+        if not osp.isfile(path):
+            raise StudyError(f'--from-trained {from_trained}: {path} does not exist; train it first with the same '
+                             f'--out and preset (dupru-study --preset {preset_name} --out {out} --recipes '
+                             f'{from_trained} --seeds {seed}), or leave seed {seed} out.')
+    return starts
+
+
+def record_definition(study):
+    """Check that the runs in the study's --out were made from the same definition (check_same_study), then create
+    the folder and write the definition into it."""
+    settings = {k: v for k, v in study.preset.items() if k != 'iters'}  # E only names runs (see Study.suffix)
+    definition = {'preset': study.preset_name, 'settings': settings, 'train_hr': osp.abspath(study.train_hr),
+                  'data_root': osp.abspath(study.data_root), 'datasets': list(study.datasets), 'device': study.device}
+    check_same_study(study.out, definition)
+    os.makedirs(study.out, exist_ok=True)
+    with open(osp.join(study.out, DEFINITION), 'w') as f:
         json.dump(definition, f, indent=1)
-    t0 = time.time()
-    train = prepare_study_data(train_hr, out, progress)
-    # the held-out val set for tickets: the first evaluation set
-    val = {'gt': osp.join(data_root, datasets[0], 'GTmod12'), 'lr': {4: osp.join(data_root, datasets[0], 'LRbicx4')}}
-    data = {'train': train, 'val': val}
-    gpus = 1 if device == 'cuda' else 0
 
-    def plan(labels_seeds):
-        planned = []
-        for label, seed in labels_seeds:
-            method, kwargs = next((m, kw) for name, m, kw in runs if name == label)
-            if method is None:  # 'start': scored, not trained
-                continue
-            if from_trained is not None:
-                kwargs = dict(kwargs, pretrained=osp.join(starts[seed], 'models', 'net_g_latest.pth'))
-            opt = make_options(method, data, preset, f'{prefix}_{label}_s{seed}', gpus, seed=seed, **kwargs)
-            opt['datasets']['val']['name'] = datasets[0]
-            planned.append((f'{label}_s{seed}', opt))
-        return planned
 
-    def with_starts(done, run_seeds):
-        if from_trained is not None:
-            done.update({f'start_s{seed}': (starts[seed], None) for seed in run_seeds})
-        return done
+def study_data(study):
+    """The runs' data: the training set (prepared into <out>/data once) and the held-out val set for tickets, the
+    first evaluation set."""
+    train = prepare_study_data(study.train_hr, study.out, study.progress)
+    first = study.datasets[0]
+    val = {'gt': osp.join(study.data_root, first, 'GTmod12'), 'lr': {4: osp.join(study.data_root, first, 'LRbicx4')}}
+    return {'train': train, 'val': val}
 
-    def evaluate(done, **kwargs):
-        labels = list(done)
-        return compare([done[k][0] for k in labels], datasets=list(datasets), data_root=data_root, labels=labels,
-                       repeats=0, progress=progress, device=device, **kwargs)
 
-    done = with_starts(train_runs(plan([(label, seed) for seed in seeds for label, *_ in runs]), out, jobs, progress),
-                       seeds)
-    decisive, first_pass = [], None
-    if extra_seeds:
-        # the rows a conclusion rests on get more seeds: the baseline rows and the best sparse recipe per level
-        first_pass = evaluate(done, tickets=False, write=False)
-        first, _ = summarise(first_pass, runs, datasets, baselines)
-        decisive = list(baselines) + list(best_sparse(first, datasets).values())
-        done.update(with_starts(train_runs(plan([(label, seed) for seed in extra_seeds for label in decisive]), out,
-                                           jobs, progress), extra_seeds))
-    train_seconds = {k: v[1] for k, v in done.items() if v[1] is not None}
-    # the runs of the first pass keep its rows: only the extra seeds' runs (and every run's tickets) are scored now
-    results = evaluate(done, out_dir=osp.join(out, 'report' + suffix), baseline=f'{baselines[-1]}_s{seeds[0]}',
-                       reuse=first_pass)
-    table, best_stock = summarise(results, runs, datasets, baselines)
-    markdown = format_markdown(table, best_stock, decisive, datasets, preset, train_seconds, extra_seeds,
-                               time.time() - t0, finetune if from_trained else None, from_trained)
+def plan_runs(study, data, labels_seeds):
+    """[(run label, option dict)] of the (recipe label, seed) pairs; 'start' is scored, not trained, and left out."""
+    gpus = 1 if study.device == 'cuda' else 0
+    planned = []
+    for label, seed in labels_seeds:
+        method, kwargs = next((m, kw) for name, m, kw in study.runs if name == label)
+        if method is None:  # 'start': scored, not trained
+            continue
+        if study.from_trained is not None:
+            kwargs = dict(kwargs, pretrained=osp.join(study.starts[seed], 'models', 'net_g_latest.pth'))
+        opt = make_options(method, data, study.preset, f'{study.prefix}_{label}_s{seed}', gpus, seed=seed, **kwargs)
+        opt['datasets']['val']['name'] = study.datasets[0]
+        planned.append((f'{label}_s{seed}', opt))
+    return planned
+
+
+def train_seeds(study, data, seeds, labels):
+    """Train recipes `labels` for every one of `seeds` (finished runs are skipped): {run label: (experiment folder,
+    seconds or None)}, with the pretrained workflow's start weights of those seeds as runs 'start_s<seed>'."""
+    done = train_runs(plan_runs(study, data, [(label, seed) for seed in seeds for label in labels]), study.out,
+                      study.jobs, study.progress)
+    if study.from_trained is not None:
+        done.update({f'start_s{seed}': (study.starts[seed], None) for seed in seeds})
+    return done
+
+
+def evaluate_runs(study, done, **kwargs):
+    """The comparison report (report.build.compare; `kwargs` are its settings) of the runs in `done`, untimed."""
+    from dupru_basicsr.report.build import compare
+    labels = list(done)
+    return compare([done[k][0] for k in labels], datasets=list(study.datasets), data_root=study.data_root,
+                   labels=labels, repeats=0, progress=study.progress, device=study.device, **kwargs)
+
+
+def add_decisive_seeds(study, data, done):
+    """(decisive recipe labels, first-pass results): with extra seeds, the rows a conclusion rests on (the baseline
+    rows and the best sparse recipe per level, by a first evaluation) are trained for them too and added to `done`;
+    ([], None) without extra seeds."""
+    if not study.extra_seeds:
+        return [], None
+    first_pass = evaluate_runs(study, done, tickets=False, write=False)
+    first, _ = summarise(first_pass, study.runs, study.datasets, study.baselines)
+    decisive = list(study.baselines) + list(best_sparse(first, study.datasets).values())
+    done.update(train_seeds(study, data, study.extra_seeds, decisive))
+    return decisive, first_pass
+
+
+def write_study_files(study, table, best_stock, decisive, train_seconds, t0):
+    """study<suffix>.md, .json and .png into the study's --out, and the summary printed; `t0`: when it started."""
     from dupru_basicsr.report.figures import plot_sparsity_study
-    figure = plot_sparsity_study(table, list(datasets), baselines, osp.join(out, f'study{suffix}.png'))
+    out, suffix, from_trained = study.out, study.suffix, study.from_trained
+    markdown = format_markdown(table, best_stock, decisive, study.datasets, study.preset, train_seconds,
+                               study.extra_seeds, time.time() - t0, study.finetune if from_trained else None,
+                               from_trained)
+    figure = plot_sparsity_study(table, list(study.datasets), study.baselines, osp.join(out, f'study{suffix}.png'))
     markdown += f'\nFigure: {osp.basename(figure)} (PSNR-Y against the zero share of all weights).\n'
     with open(osp.join(out, f'study{suffix}.md'), 'w') as f:
         f.write(markdown)
     with open(osp.join(out, f'study{suffix}.json'), 'w') as f:
-        json.dump({'preset': preset_name, 'settings': preset, 'seeds': list(seeds), 'extra_seeds': list(extra_seeds),
-                   'decisive': decisive, 'best_stock': best_stock, 'table': table, 'jobs': jobs, 'device': device,
-                   'from_trained': from_trained, 'finetune': finetune if from_trained else None,
-                   'train_hr': osp.abspath(train_hr), 'data_root': osp.abspath(data_root),
-                   'train_seconds': train_seconds, 'total_seconds': time.time() - t0}, f, indent=1, default=str)
+        json.dump({'preset': study.preset_name, 'settings': study.preset, 'seeds': list(study.seeds),
+                   'extra_seeds': list(study.extra_seeds), 'decisive': decisive, 'best_stock': best_stock,
+                   'table': table, 'jobs': study.jobs, 'device': study.device, 'from_trained': from_trained,
+                   'finetune': study.finetune if from_trained else None, 'train_hr': osp.abspath(study.train_hr),
+                   'data_root': osp.abspath(study.data_root), 'train_seconds': train_seconds,
+                   'total_seconds': time.time() - t0}, f, indent=1, default=str)
     print(markdown)
     print(f'Report: {osp.join(out, "report" + suffix, "report.html")}\nTotal time: {time.time() - t0:.0f} s')
-    return table
 
 
 def main(argv=None):
