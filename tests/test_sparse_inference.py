@@ -3,6 +3,7 @@ kernels) whose outputs match PyTorch, and bench/bench_sparse_inference.py measur
 sparse MNN side by side. The `mnn` extra is part of the test extra: nothing here skips."""
 import builtins
 import os
+import re
 import sys
 
 import numpy as np
@@ -19,7 +20,7 @@ import bench_sparse_inference as bench  # noqa: E402
 
 
 def _pruned_checkpoint(tmp_path):
-    state = bench.masked_msrresnet(16, 2, 0.9, 'whole', seed=1)
+    state = bench.pruned_msrresnet(16, 2, (0.9, 'whole', 'element'), seed=1).state_dict()
     path = str(tmp_path / 'net_g_latest.pth')
     torch.save({'params': state}, path)
     return path, state
@@ -56,18 +57,19 @@ def test_export_mnn_without_the_runtime_says_which_extra_and_writes_nothing(tmp_
     assert sorted(os.listdir(tmp_path)) == ['net_g_latest.pth']
 
 
-def test_bench_measures_every_runtime_side_by_side_on_a_tiny_network(tmp_path, capsys):
-    path, _ = _pruned_checkpoint(tmp_path)
-    results = bench.main(['--num-feat', '16', '--num-block', '2', '--size', '16', '--repeats', '2', '--threads', '1'])
-    assert list(results) == ['dense', 'body 90 %', 'whole 90 %', 'whole 95 %']
-    assert results['dense']['zeros'] == 0
-    # 16 features, 2 blocks: the body is a small share of the conv weights, the whole network nearly all of them
-    assert 0.1 < results['body 90 %']['zeros'] < 0.4 < 0.8 < results['whole 90 %']['zeros'] < 0.9
-    for row in results.values():
-        for runtime in bench.RUNTIMES:
-            assert row[runtime] > 0 and row[f'diff_{runtime}'] < 1e-4, (runtime, row)
-    table = capsys.readouterr().out
-    assert '| whole 95 % |' in table and 'MNN sparse (ms)' in table
-    # a checkpoint (e.g. a study ticket) instead of the synthetic networks
-    results = bench.main(['--checkpoints', path, '--size', '16', '--repeats', '1', '--threads', '1'])
-    assert len(results) == 1 and next(iter(results.values()))['zeros'] > 0.8
+def test_bench_times_every_row_checks_outputs_and_ends_with_the_speed_up_lines(capsys):
+    results = bench.main(['--num-feat', '16', '--num-block', '2', '--size', '16', '--repeats', '3', '--threads', '1'])
+    rows = results['rows']
+    assert list(rows) == ['dense: PyTorch', 'dense: ONNX Runtime', 'dense: MNN dense (A)',
+                          'dense: MNN dense (A, same file)'] + [
+        f'{name}: {runtime}' for name in list(bench.NETWORKS)[1:] for runtime in ('PyTorch', 'MNN sparse')]
+    for row, r in rows.items():
+        assert 0 < r['min'] <= r['median'] <= r['max'] and r['diff'] <= bench.MAX_DIFF, (row, r)
+    zeros = results['zeros']
+    assert zeros['dense'] == 0 and 0.8 < zeros['element 90 %'] < 0.9 < zeros['1x4 95 %']
+    assert results['storage'] == {'1x4 90 %': [], '1x4 95 %': []}  # MNN stored every pruned conv in blocks of 4
+    assert results['profile'].get('Convolution', 0) > 0
+    out = capsys.readouterr().out
+    assert 'A/A (the same MNN file timed twice):' in out
+    for level in ('90', '95'):
+        assert re.search(rf'^speed-up at {level} % \(1x4 blocks\) vs fastest dense: \d+\.\d\d×$', out, re.M), out
