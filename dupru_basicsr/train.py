@@ -70,8 +70,12 @@ def _train_pipeline(root_path, on_iter, cleanup):
     from basicsr.utils.options import copy_opt_file, dict2str, parse_options
 
     held_output = io.StringIO()  # BasicSR's prints ("Disable distributed.", "Set ... to ..."): after the checks
-    with contextlib.redirect_stdout(held_output):
-        opt, args = parse_options(root_path, is_train=True)
+    try:
+        with contextlib.redirect_stdout(held_output):
+            opt, args = parse_options(root_path, is_train=True)
+    except SystemExit:  # argparse: --help (its text is in held_output) or a usage error (already on stderr)
+        print(held_output.getvalue(), end='', flush=True)
+        raise
     opt['root_path'] = root_path
     torch.backends.cudnn.benchmark = True  # as BasicSR; `deterministic: true` turns it off (checked below)
 
