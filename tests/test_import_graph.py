@@ -11,6 +11,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / 'dupru_basicsr'
 # Cycles of the modules that branch r2 is reorganising (compare / export); the lead empties this at the merge.
 KNOWN_CYCLES = []
 
+# Layers, lowest first: `errors` (the user-error types) imports nothing of the package; `utils` (what the commands
+# share) may import `errors` but not `plugin` (everything that touches BasicSR), which builds on both.
+FORBIDDEN_IMPORTS = [('dupru_basicsr.errors', 'dupru_basicsr'), ('dupru_basicsr.utils', 'dupru_basicsr.plugin')]
+
 
 def module_name(path, package):
     parts = list(path.relative_to(package.parent).with_suffix('').parts)
@@ -79,6 +83,17 @@ def find_cycles(graph):
     return cycles
 
 
+def in_package(module, package):
+    return module == package or module.startswith(package + '.')
+
+
+def forbidden_imports(graph, rules=FORBIDDEN_IMPORTS):
+    """[(importer, imported)] for every import that a (lower, higher) rule forbids."""
+    return sorted((importer, imported) for importer, targets in graph.items() for imported in targets
+                  for lower, higher in rules
+                  if in_package(importer, lower) and in_package(imported, higher) and not in_package(imported, lower))
+
+
 def test_finder_sees_function_level_imports_and_cycles(tmp_path):
     pkg = tmp_path / 'dupru_basicsr'
     (pkg / 'sub').mkdir(parents=True)
@@ -93,6 +108,23 @@ def test_finder_sees_function_level_imports_and_cycles(tmp_path):
     assert find_cycles(graph) == [['dupru_basicsr.a', 'dupru_basicsr.sub.b']]
 
 
+def test_layer_rule_sees_an_import_inside_a_function(tmp_path):
+    pkg = tmp_path / 'dupru_basicsr'
+    for sub in ('utils', 'plugin'):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / '__init__.py').write_text('')
+    (pkg / '__init__.py').write_text('')
+    (pkg / 'errors.py').write_text('')
+    (pkg / 'plugin' / 'lock.py').write_text('from dupru_basicsr.errors import E\nfrom dupru_basicsr.utils import cli\n')
+    (pkg / 'utils' / 'cli.py').write_text('from dupru_basicsr.errors import E\n'
+                                          'def f():\n    from ..plugin.lock import L\n')
+    assert forbidden_imports(import_graph(pkg)) == [('dupru_basicsr.utils.cli', 'dupru_basicsr.plugin.lock')]
+
+
+def test_utils_does_not_import_plugin_and_errors_imports_nothing_of_the_package():
+    assert forbidden_imports(import_graph()) == []
+
+
 def test_dupru_basicsr_has_no_import_cycle():
     assert [c for c in find_cycles(import_graph()) if c not in KNOWN_CYCLES] == []
 
@@ -103,4 +135,6 @@ if __name__ == '__main__':
     print(f'{len(graph)} modules, {sum(map(len, graph.values()))} imports, {len(cycles)} cycle(s)')
     for cycle in cycles:
         print('  cycle: ' + ' <-> '.join(cycle))
+    for importer, imported in forbidden_imports(graph):
+        print(f'  forbidden: {importer} imports {imported}')
     print(osp.basename(__file__), 'done')

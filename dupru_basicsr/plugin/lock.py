@@ -17,6 +17,8 @@ import os.path as osp
 import socket
 import sys
 
+from dupru_basicsr.errors import LockError
+
 _HELD_FDS = set()  # lock descriptors of this process; a forked child (a DataLoader worker) closes its copies
 
 
@@ -32,10 +34,6 @@ def _close_in_child():
 
 
 os.register_at_fork(after_in_child=_close_in_child)
-
-
-class LockError(RuntimeError):
-    """The experiment folder is in use by another process, or cannot be locked; the message names it and the fix."""
 
 
 def lock_path(folder):

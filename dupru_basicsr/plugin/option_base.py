@@ -2,11 +2,8 @@
 
 Every error is an `OptionError` that names the option key (or the file) and says how to fix it.
 """
-import difflib
-
-
-class OptionError(ValueError):
-    """A wrong or inconsistent option; the message names the key and the fix."""
+from dupru_basicsr.errors import OptionError, did_you_mean  # noqa: F401  (defined there, for utils too)
+from dupru_basicsr.utils.cli import parse_force_value  # noqa: F401  (the --force_yml reader; plugin.shims uses it)
 
 
 class OptionWarning(UserWarning):
@@ -22,11 +19,6 @@ def as_int(value):
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return None
-
-
-def did_you_mean(name, known):
-    close = difflib.get_close_matches(str(name), list(known), n=1)
-    return f' Did you mean "{close[0]}"?' if close else ''
 
 
 def is_pruning_model(model_type):
@@ -52,25 +44,3 @@ def build_network(opt):
     except TypeError as e:
         raise OptionError(f'network_g: {arch} cannot be built from these options ({e}); fix the network_g keys.') \
             from None
-
-
-def parse_force_value(entry, value):
-    """A `--force_yml` value, read as YAML (a number, a string, true/false, a list such as [a, b]) plus BasicSR's
-    own spellings (`~` or `none` for None, `!!float<number>`); never evaluated as Python, as BasicSR's
-    `_postprocess_yml_value` does with lists."""
-    import yaml
-    text = value.strip()
-    if text == '~' or text.lower() == 'none':
-        return None
-    if text.startswith('!!float'):
-        try:
-            return float(text[len('!!float'):])
-        except ValueError:
-            number = text[len('!!float'):]
-            raise OptionError(f'--force_yml {entry}: {number!r} after !!float is not a number.') from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        problem = getattr(e, 'problem', None) or 'not valid YAML'
-        raise OptionError(f'--force_yml {entry}: the value {text!r} does not parse ({problem}); write a number, a '
-                          'string, true/false, or a list such as [body.*.weight, conv_hr.weight].') from None

@@ -7,11 +7,8 @@ The file I/O itself (atomic writes, the CRC-checked load) lives in `dupru_basics
 """
 import glob
 import os.path as osp
+from dupru_basicsr.errors import ResumeError
 from dupru_basicsr.weights.io import load_checkpoint
-
-
-class ResumeError(RuntimeError):
-    """No usable training state to resume from (all candidates are unreadable or inconsistent)."""
 
 
 def _state_iter(path):

@@ -6,9 +6,7 @@ import os.path as osp
 import re
 import sys
 
-from dupru_basicsr.plugin.lock import LockError
-from dupru_basicsr.plugin.option_base import OptionError, parse_force_value
-from dupru_basicsr.plugin.resume import ResumeError
+from dupru_basicsr.errors import LockError, OptionError, ResumeError, did_you_mean
 
 
 def user_error_types():
@@ -64,11 +62,32 @@ def check_folder_names(opt, where):
 FORCE_KEY = re.compile(r'[A-Za-z0-9_.-]+')
 
 
+def parse_force_value(entry, value):
+    """A `--force_yml` value, read as YAML (a number, a string, true/false, a list such as [a, b]) plus BasicSR's
+    own spellings (`~` or `none` for None, `!!float<number>`); never evaluated as Python, as BasicSR's
+    `_postprocess_yml_value` does with lists."""
+    import yaml
+    text = value.strip()
+    if text == '~' or text.lower() == 'none':
+        return None
+    if text.startswith('!!float'):
+        try:
+            return float(text[len('!!float'):])
+        except ValueError:
+            number = text[len('!!float'):]
+            raise OptionError(f'--force_yml {entry}: {number!r} after !!float is not a number.') from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        problem = getattr(e, 'problem', None) or 'not valid YAML'
+        raise OptionError(f'--force_yml {entry}: the value {text!r} does not parse ({problem}); write a number, a '
+                          'string, true/false, or a list such as [body.*.weight, conv_hr.weight].') from None
+
+
 def apply_force_yml(opt, entries):
     """Apply `--force_yml key:subkey=value` entries to the option dict `opt` (read with yaml.safe_load), as BasicSR
     will: the sections must exist, the keys are plain words (BasicSR pastes them into Python code), a new key that
     looks like a typo of an existing one is refused. Returns `opt`."""
-    from dupru_basicsr.plugin.option_base import did_you_mean
     for entry in entries or []:
         keys, _, value = entry.partition('=')
         path = [k.strip() for k in keys.split(':')]
