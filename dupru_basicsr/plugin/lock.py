@@ -5,6 +5,7 @@ the folder by renaming it, and a refused start must leave the folder byte-identi
 the operating system releases it when the holder exits in any way, SIGKILL included: the stale file of a killed run
 never blocks a resume. The holder writes its pid, host and start time into the file, so that a refused start can
 name the running process. A holder that finishes normally removes the file while it still holds the lock.
+`lock_experiment` takes the lock for a training run (on rank 0, for every rank of a DDP run).
 
 Advisory locks protect against other `dupru-train` processes only, and `flock` may not be enforced across machines
 on some network file systems (NFS before Linux 2.6.12, some FUSE mounts).
@@ -132,3 +133,24 @@ class FolderLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def lock_experiment(opt):
+    """Lock `experiments/<name>` for this training run; returns the lock (None on ranks > 0).
+
+    Rank 0 takes the lock and tells the other ranks whether it got it, so that a refused DDP start stops every
+    rank with the same message instead of leaving them waiting for rank 0."""
+    lock, error = None, None
+    if opt['rank'] == 0:
+        try:
+            lock = FolderLock(opt['path']['experiments_root']).acquire()
+        except LockError as e:
+            error = str(e)
+    if opt['dist'] and opt['world_size'] > 1:
+        import torch.distributed as dist
+        shared = [error]
+        dist.broadcast_object_list(shared, src=0)
+        error = shared[0]
+    if error is not None:
+        raise LockError(error)
+    return lock

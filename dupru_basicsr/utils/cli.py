@@ -152,6 +152,19 @@ def check_option_file(path):
     return opt
 
 
+def asks_for_cpu(argv):
+    """True when the option file of `argv` (-opt) says num_gpu: 0 (read before BasicSR initialises DDP)."""
+    import yaml
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('-opt')
+    known, _ = parser.parse_known_args(argv)
+    try:
+        with open(known.opt) as f:
+            return (yaml.safe_load(f) or {}).get('num_gpu') == 0
+    except (OSError, TypeError, yaml.YAMLError, AttributeError):
+        return False  # parse_options reports the problem
+
+
 def check_basicsr_command_line(argv, module='dupru_basicsr.train'):
     """Check the parts of a BasicSR command line (`-opt`, `--launcher`, `--force_yml`) that BasicSR would turn into a
     traceback. Usage errors (missing -opt, unknown flags) are left to BasicSR's own argparse parser. `module` is the
