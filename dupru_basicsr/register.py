@@ -84,37 +84,83 @@ def _is_ours(model_file):
         return f.read().startswith(MARKER)
 
 
+def _top_missing_folder(folder):
+    """The outermost folder of `folder`'s path that does not exist (`os.makedirs` creates it and those under it)."""
+    top = None
+    while folder and not osp.isdir(folder):
+        top, parent = folder, osp.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return top
+
+
+def _is_as_before(path, data):
+    """Whether `path` holds `data` again (for data None: whether it is gone)."""
+    if data is None:
+        return not osp.lexists(path)
+    try:
+        with open(path, 'rb') as f:
+            return f.read() == data
+    except OSError:
+        return False
+
+
+def _put_back(before, opened, made_dirs):
+    """Undo `write_all_or_nothing`'s writes: the files it opened get their earlier content back (or are removed when
+    it created them), the folders it made are removed. Returns what is still changed afterwards, one phrase each."""
+    problems = {}
+    for path in opened:
+        try:
+            if before[path] is None:
+                os.remove(path)
+            else:
+                with open(path, 'wb') as f:
+                    f.write(before[path])
+        except OSError as e:
+            problems[path] = e.strerror or str(e)
+    for folder in reversed(made_dirs):
+        shutil.rmtree(folder, ignore_errors=True)
+    left = []
+    for path in opened:
+        if not _is_as_before(path, before[path]):
+            what = 'written by dupru-register, not removed' if before[path] is None else 'earlier content not restored'
+            left.append(f'{path} ({what}' + (f': {problems[path]})' if path in problems else ')'))
+    left += [f'{folder} (a folder made by dupru-register, not removed)' for folder in made_dirs if osp.lexists(folder)]
+    return left
+
+
 def write_all_or_nothing(planned):
     """Write {path: bytes}; when any write fails, put every file back as it was (created folders and files removed)
-    and raise RegisterError naming the file."""
-    before, made_dirs = {}, []
+    and raise RegisterError naming the file. When putting back fails too, the error names what was left changed."""
+    before, opened, made_dirs = {}, [], []
     try:
         for path, data in planned.items():
             folder = osp.dirname(path)
             if not osp.isdir(folder):
-                os.makedirs(folder)
-                made_dirs.append(folder)
+                top = _top_missing_folder(folder)
+                try:
+                    os.makedirs(folder)
+                finally:  # also the folders it made before it failed
+                    if top is not None and osp.isdir(top):
+                        made_dirs.append(top)
             if osp.isfile(path):
                 with open(path, 'rb') as f:
                     before[path] = f.read()
             else:
                 before[path] = None
             with open(path, 'wb') as f:
+                opened.append(path)  # from here on the file differs from before
                 f.write(data)
     except OSError as e:
-        for path, data in before.items():
-            try:
-                if data is None:
-                    os.remove(path)
-                else:
-                    with open(path, 'wb') as f:
-                        f.write(data)
-            except OSError:
-                pass
-        for folder in reversed(made_dirs):
-            shutil.rmtree(folder, ignore_errors=True)
-        raise RegisterError(f'cannot write {e.filename or path} ({e.strerror or e}); nothing was changed. Make the '
-                            'checkout writable (or run as its owner) and try again.') from None
+        failure = f'cannot write {e.filename or path} ({e.strerror or e})'
+        left = _put_back(before, opened, made_dirs)
+        if left:
+            raise RegisterError(f'{failure}, and putting the checkout back as it was failed too; left changed: '
+                                f'{"; ".join(left)}. Restore or remove these by hand, make the checkout writable and '
+                                'try again.') from None
+        raise RegisterError(f'{failure}; nothing was changed. Make the checkout writable (or run as its owner) and '
+                            'try again.') from None
 
 
 def register(path, fix=False, force=False, out=print):

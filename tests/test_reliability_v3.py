@@ -162,6 +162,70 @@ def test_register_writes_every_file_or_none(tmp_path):
     assert snapshot_tree(checkout) == before
 
 
+def test_register_names_what_a_failed_rollback_left_changed(tmp_path, monkeypatch):
+    import builtins
+    import shutil
+
+    from dupru_basicsr import register
+    checkout = tmp_path / 'BasicSR'
+    _fake_checkout(checkout)
+    (checkout / 'options' / 'train' / 'DUPru').write_text('a file where the option folder goes')
+    model_file = str(checkout / register.MODEL_FILE)
+    remove = os.remove
+
+    def remove_fails_for_the_model_file(path, *args, **kwargs):
+        if str(path) == model_file:
+            raise PermissionError(13, 'Permission denied', path)
+        return remove(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, 'remove', remove_fails_for_the_model_file)
+    result = _cli('register', [str(checkout), '--fix-torchvision'], tmp_path)
+    line = _refused(result, 'dupru-register', 'cannot write', 'putting the checkout back as it was failed too',
+                    f'left changed: {model_file} (written by dupru-register, not removed: Permission denied)')
+    assert 'nothing was changed' not in line
+    assert osp.isfile(model_file)
+    monkeypatch.setattr(os, 'remove', remove)
+
+    # in-process: an existing file whose earlier content cannot be written back, a made folder rmtree leaves
+    root = tmp_path / 'tree'
+    root.mkdir()
+    (root / 'old.txt').write_bytes(b'before')
+    (root / 'blocked').write_text('a file where a folder goes')
+    made, old, new = root / 'made' / 'deep', str(root / 'old.txt'), str(root / 'new.txt')
+    planned = {str(made / 'a.txt'): b'1', old: b'after', new: b'2', str(root / 'blocked' / 'x'): b'3'}
+    real_open, writes = builtins.open, []
+
+    def open_fails_to_restore(path, mode='r', *args, **kwargs):
+        if str(path) == old and 'w' in mode:
+            writes.append(path)
+            if len(writes) > 1:  # the write of the plan succeeds, the one that puts it back fails
+                raise OSError(28, 'No space left on device', path)
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(register, 'open', open_fails_to_restore, raising=False)
+    monkeypatch.setattr(shutil, 'rmtree', lambda *args, **kwargs: None)
+    with pytest.raises(register.RegisterError) as raised:
+        register.write_all_or_nothing(planned)
+    message = str(raised.value)
+    assert message.startswith(f'cannot write {root / "blocked"} (') and 'nothing was changed' not in message
+    assert (f'left changed: {old} (earlier content not restored: No space left on device); {root / "made"} (a '
+            'folder made by dupru-register, not removed). Restore or remove these by hand') in message
+    assert not osp.exists(new) and not osp.exists(made / 'a.txt')  # what could be put back was, and is not named
+    assert (root / 'old.txt').read_bytes() == b'after'
+
+
+def test_register_rollback_removes_every_folder_it_made(tmp_path):
+    from dupru_basicsr.register import RegisterError, write_all_or_nothing
+    (tmp_path / 'blocked').write_text('a file where a folder goes')
+    (tmp_path / 'kept.txt').write_bytes(b'before')
+    before = snapshot_tree(tmp_path)
+    planned = {str(tmp_path / 'a' / 'b' / 'c' / 'new.txt'): b'1', str(tmp_path / 'kept.txt'): b'after',
+               str(tmp_path / 'blocked' / 'x'): b'2'}
+    with pytest.raises(RegisterError, match=r'cannot write .*blocked \(.*\); nothing was changed\.'):
+        write_all_or_nothing(planned)
+    assert snapshot_tree(tmp_path) == before  # a/ and a/b/ too, not only a/b/c/
+
+
 # ---------------------------------------------------------------------------------- 5. a word instead of silence
 def test_dupru_model_without_a_pruning_section_is_refused_and_one_round_warns(tmp_path):
     opt = _dupru_opt('nosection', val_set=None)
