@@ -255,7 +255,7 @@ def test_export_of_empty_params_and_a_mismatching_arch_opt_are_errors(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ['arch.yml', 'empty.pth', 'net.pth']
 
 
-def test_compare_names_an_unfinished_run_and_refuses_a_crop_box_outside_the_image(tmp_path):
+def test_compare_names_an_unfinished_run_and_refuses_a_crop_box_outside_the_image(tmp_path, capsys):
     from dupru_basicsr.compare import main
     opt = _dupru_opt('cut', val_set=None)
     yml = write_options(opt, tmp_path)
@@ -276,7 +276,13 @@ def test_compare_names_an_unfinished_run_and_refuses_a_crop_box_outside_the_imag
                               '5000', '10', '32', '32'], tmp_path)
     _refused(result, 'dupru-compare', '--crop-box 5000 10 32 32: the corner (5000, 10) is outside val/')
     assert snapshot_tree(tmp_path) == before
-    assert main  # the command line under test is dupru_basicsr.compare's
+    # main(argv), as other Python code calls it: a crop box of no width is refused with status 2 and writes nothing
+    capsys.readouterr()
+    assert main([str(exp), '--dataset-dirs', f'val={gt}:{lr}', '--out', str(tmp_path / 'report3'), '--crop-box', '0',
+                 '0', '0', '32']) == 2
+    err = capsys.readouterr().err
+    assert err == 'dupru-compare: error: --crop-box [0, 0, 0, 32]: expected X Y W H with W, H >= 1 (HR pixels).\n', err
+    assert snapshot_tree(tmp_path) == before
 
 
 def test_prepare_notes_an_exif_orientation_it_does_not_apply(tmp_path):
