@@ -14,7 +14,8 @@
 
 Biases, normalisation layers, channel attention and position-bias tables are left dense.
 """
-from dupru_basicsr.pruning.targets import DEFAULT_TARGETS
+# The paper's targets (MSRResNet's "Basic Block part"): what `Pruner` prunes by default, and the MSRResNet preset.
+DEFAULT_TARGETS = ('body.*.weight', )
 
 TARGET_PRESETS = {
     'MSRResNet': list(DEFAULT_TARGETS),  # the paper's "Basic Block part": 32 of the 37 convolutions (77.7 % of weights)

@@ -2,8 +2,7 @@
 import fnmatch
 from collections import OrderedDict
 
-# The paper's targets (MSRResNet's "Basic Block part"): what `Pruner` prunes by default, and the MSRResNet preset.
-DEFAULT_TARGETS = ('body.*.weight', )
+from dupru_basicsr.pruning.presets import DEFAULT_TARGETS, PRESET_KINDS, preset_targets  # noqa: F401  (re-export)
 
 
 def select_targets(module, patterns):
@@ -43,7 +42,6 @@ def layer_weights(module):
 def resolve_targets(module, targets):
     """Target patterns from `targets`: a preset name of pruning.presets (body, whole), looked up by the class name of
     `module`, or a pattern, or a list of patterns. Raises ValueError naming the presets there are."""
-    from dupru_basicsr.pruning.presets import PRESET_KINDS, preset_targets
     if isinstance(targets, str) and targets in PRESET_KINDS:
         try:
             return preset_targets(type(module).__name__, targets)
