@@ -304,22 +304,10 @@ def machine(device):
 
 
 def write_atomically(path, text):
-    """Write `text` to `path` through a temporary file in the same folder and `os.replace`: a reader (or a kill)
-    sees the old file or the new one, never a part."""
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{osp.basename(path)}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    """Write `text` to `path` through a temporary file in the same folder and `os.replace` (the package's
+    atomic_write: a reader, or a kill, sees the old file or the new one, never a part; the mode a plain write gives)."""
+    from dupru_basicsr.weights.io import atomic_write_bytes
+    atomic_write_bytes(text.encode(), path)
 
 
 class Report:

@@ -19,7 +19,7 @@ import torch
 from dupru_basicsr.weights.arch import ArchError, infer_msrresnet_arch
 from dupru_basicsr.weights.compressed import (NETWORK_KEYS, CompressedFormatError, is_compressed, pack_checkpoint,
                                               unpack_checkpoint)
-from dupru_basicsr.weights.io import atomic_save, load_checkpoint, odd_state_entry
+from dupru_basicsr.weights.io import atomic_save, load_checkpoint, odd_state_entry, strip_module_prefix
 
 
 class ExportError(ValueError):
@@ -92,42 +92,54 @@ def load_into(network, path, param_key='params'):
     return network
 
 
-def export_onnx(checkpoint, onnx_path, arch_opt=None, param_key='params_ema', input_size=(1, 3, 32, 32)):
-    """Export the dense network of a checkpoint (ordinary or compressed) to ONNX (needs the `onnx` package)."""
-    check_output_path(onnx_path, '--onnx', [checkpoint] + ([arch_opt] if arch_opt else []))
+def build_network(checkpoint, arch_opt=None, param_key='params_ema', option='--arch-opt'):
+    """The network of a checkpoint (ordinary or compressed), built and loaded strictly, in eval mode: from the
+    network_g section of the option file `arch_opt`, or an MSRResNet whose sizes are read from the weights.
+    Returns (network, its network_g options); ExportError names the file and the fix. `option` is the flag the
+    messages name for `arch_opt`."""
     ckpt = _dense_checkpoint(checkpoint)
-    state = ckpt.get(param_key) or ckpt.get('params')
+    state = ckpt.get(param_key) or ckpt.get('params') if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not state or odd_state_entry(state) is not None:
+        raise ExportError(f'{checkpoint} has no usable "{param_key}" / "params" state dict: pass a BasicSR network '
+                          'checkpoint (experiments/<name>/models/net_g_*.pth) or a file written by dupru-export.')
+    state = strip_module_prefix(state)
     if arch_opt:
         import yaml
         try:
             with open(arch_opt) as f:
                 net_opt = dict(yaml.safe_load(f)['network_g'])
         except (OSError, yaml.YAMLError, TypeError, KeyError, ValueError) as e:
-            raise ExportError(f'--arch-opt {arch_opt}: cannot read network_g from it ({type(e).__name__}: {e}); give '
+            raise ExportError(f'{option} {arch_opt}: cannot read network_g from it ({type(e).__name__}: {e}); give '
                               'a BasicSR option YAML file with a network_g section.') from None
     else:
         try:
             net_opt = dict(infer_msrresnet_arch(state, checkpoint), type='MSRResNet')
         except ArchError as e:
-            raise ExportError(f'{e} Pass --arch-opt with the network_g options of this network.') from None
+            raise ExportError(f'{e} Pass {option} with the network_g options of this network.') from None
     from basicsr.utils.registry import ARCH_REGISTRY
-    net_opt = dict(net_opt)
+    kwargs = dict(net_opt)
     try:
-        net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
+        net = ARCH_REGISTRY.get(kwargs.pop('type'))(**kwargs)
     except (KeyError, TypeError, ValueError) as e:
-        raise ExportError(f'--arch-opt {arch_opt}: network_g cannot be built ({type(e).__name__}: {e}); fix its type '
+        raise ExportError(f'{option} {arch_opt}: network_g cannot be built ({type(e).__name__}: {e}); fix its type '
                           'and arguments.') from None
     try:
         net.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, AttributeError) as e:
         detail = ' '.join(str(e).split())[:300]
         raise ExportError(f'{checkpoint} does not fit the network of {arch_opt or "the inferred MSRResNet"} '
-                          f'({detail}); give --arch-opt with the network_g options it was trained with.') from None
+                          f'({detail}); give {option} with the network_g options it was trained with.') from None
+    return net.eval(), net_opt
+
+
+def export_onnx(checkpoint, onnx_path, arch_opt=None, param_key='params_ema', input_size=(1, 3, 32, 32)):
+    """Export the dense network of a checkpoint (ordinary or compressed) to ONNX (needs the `onnx` package)."""
+    check_output_path(onnx_path, '--onnx', [checkpoint] + ([arch_opt] if arch_opt else []))
+    net, _ = build_network(checkpoint, arch_opt, param_key)
     try:  # checked after the network fits: a wrong --arch-opt is reported with or without onnx
         import onnx  # noqa: F401
     except ImportError:
         raise ExportError('ONNX export needs the onnx package: pip install "dupru-basicsr[onnx]".') from None
-    net.eval()
     torch.onnx.export(net, (torch.rand(*input_size), ), onnx_path, dynamo=False, input_names=['lq'],
                       output_names=['sr'], dynamic_axes={'lq': {0: 'batch', 2: 'height', 3: 'width'},
                                                          'sr': {0: 'batch', 2: 'height', 3: 'width'}})

@@ -17,6 +17,17 @@ def atomic_save(obj, path):
     half-written one. Temporary files are named `.<name>.<random>.tmp`; `remove_stale_temp_files` cleans up those
     a killed run left behind.
     """
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_bytes(data, path):
+    """`data` (bytes) written to `path` as `atomic_save` writes a checkpoint (an encoded image, a report)."""
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write(path, write):
+    """`write(f)` into a temporary file (binary) in `path`'s folder, fsync, chmod to what a plain write would give,
+    then rename over `path` and fsync the folder."""
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(path) + '.', suffix='.tmp', dir=folder)
@@ -25,7 +36,7 @@ def atomic_save(obj, path):
         # umask: group-readable in a lab's shared experiments folder)
         os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             hooks('before_rename', path=path)  # tests kill here: the data written but not renamed
             os.fsync(f.fileno())
