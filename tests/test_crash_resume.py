@@ -179,7 +179,11 @@ def test_every_torch_save_of_a_run_goes_through_atomic_save(run_train, monkeypat
     real_save, real_replace = torch.save, os.replace
 
     def spy_save(obj, f, *args, **kwargs):
-        callers.append(sys._getframe(1).f_code.co_name)
+        # the function of ours that asked for the save: the first frame outside torch and the atomic_write helper
+        frame = sys._getframe(1)
+        while frame.f_code.co_name in ('<lambda>', 'atomic_write'):
+            frame = frame.f_back
+        callers.append(frame.f_code.co_name)
         return real_save(obj, f, *args, **kwargs)
 
     def spy_replace(src, dst, *args, **kwargs):
