@@ -38,7 +38,8 @@ def build_parser():
     parser.add_argument('inputs', nargs='+', metavar='EXP_OR_CKPT',
                         help='experiment folder (experiments/<name>) or a net_g_*.pth checkpoint')
     parser.add_argument('--datasets', nargs='*', default=[], help='dataset names under --data-root (BasicSR layout '
-                        '<root>/<name>/GTmod12 and LRbicx<scale>)')
+                        '<root>/<name>/GTmod12, else the GTmod<k> with k a multiple of the scale, and '
+                        'LRbicx<scale>)')
     parser.add_argument('--data-root', default='datasets')
     parser.add_argument('--dataset-dirs', nargs='*', default=[], metavar='NAME=GT_DIR:LR_DIR',
                         help='extra datasets as explicit folder pairs (images paired by file name)')

@@ -1,5 +1,6 @@
 """The images every run is evaluated on: GT / LR folder pairs (BasicSR layout or explicit), paired by file name
 and read once."""
+import os
 import os.path as osp
 import re
 from dataclasses import dataclass, field
@@ -75,8 +76,9 @@ def load_dataset(name, gt_dir, lr_dir, scale):
     for folder in (gt_dir, lr_dir):
         if not osp.isdir(folder):
             raise CompareError(f'Dataset folder {folder} does not exist (dataset {name}). Make it with `dupru-prepare` '
-                               f'(BasicSR layout <data-root>/{name}/GTmod12 and LRbicx{scale}), point --data-root '
-                               f'at the folder that holds {name}, or pass --dataset-dirs {name}=GT_DIR:LR_DIR.')
+                               f'(BasicSR layout <data-root>/{name}/GTmod12, or the GTmod<k> it writes, and '
+                               f'LRbicx{scale}), point --data-root at the folder that holds {name}, or pass '
+                               f'--dataset-dirs {name}=GT_DIR:LR_DIR.')
     images = []
     for stem, gt_path, lr_path in pair_images(name, gt_dir, lr_dir, scale):
         gt, lr = _read_image(gt_path), _read_image(lr_path)
@@ -87,6 +89,19 @@ def load_dataset(name, gt_dir, lr_dir, scale):
                                f'the scale and make LR from it (dupru-prepare), or check --scale.')
         images.append(ImagePair(stem, gt_path, lr_path, gt, lr))
     return DatasetEntry(name, gt_dir, lr_dir, images)
+
+
+def gt_folder(dataset_root, scale):
+    """The HR folder of a dataset in BasicSR's layout for `scale`: `GTmod12` (BasicSR's Set5/Set14, one folder for
+    x2/x3/x4) when present, else the `GTmod<k>` with k a multiple of `scale` that `dupru-prepare --scales ...` wrote
+    (the smallest k: the least cropped), else `GTmod12` (load_dataset then says it is missing and how to make it)."""
+    names = os.listdir(dataset_root) if osp.isdir(dataset_root) else []
+    mods = sorted(int(m.group(1)) for n in names if (m := re.fullmatch(r'GTmod(\d+)', n))
+                  and osp.isdir(osp.join(dataset_root, n)))
+    if 12 in mods and 12 % scale == 0:
+        return osp.join(dataset_root, 'GTmod12')
+    fitting = [k for k in mods if k % scale == 0]
+    return osp.join(dataset_root, f'GTmod{fitting[0]}' if fitting else 'GTmod12')
 
 
 def resolve_datasets(names, data_root, scale, dataset_dirs=None):
@@ -104,6 +119,6 @@ def resolve_datasets(names, data_root, scale, dataset_dirs=None):
                 raise CompareError(f'--datasets {name}: a dataset name is a folder directly under --data-root '
                                    f'({data_root}); give its name (e.g. Set5), or --dataset-dirs NAME=GT_DIR:LR_DIR '
                                    'for folders elsewhere.')
-            gt_dir, lr_dir = osp.join(data_root, name, 'GTmod12'), osp.join(data_root, name, f'LRbicx{scale}')
+            gt_dir, lr_dir = gt_folder(osp.join(data_root, name), scale), osp.join(data_root, name, f'LRbicx{scale}')
         datasets.append(load_dataset(name, gt_dir, lr_dir, scale))
     return datasets
