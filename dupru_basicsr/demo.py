@@ -54,8 +54,9 @@ def demo_runs(preset):
     return runs + [('dupru_gradual', 'dupru', dict(gradual=gradual))]
 
 
-def machine_summary(device):
-    """What the numbers were measured on (they vary a little with the thread count and the kind of processor)."""
+def kernel_summary(device):
+    """What decides the demo's float results: torch, and the GPU, or the CPU model and the kernels PyTorch picked for
+    it (AVX512, AVX2, ...: an AVX2-only CPU rounds differently from an AVX-512 one). The thread count does not."""
     import platform
 
     import torch
@@ -67,8 +68,14 @@ def machine_summary(device):
             cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
     except (OSError, StopIteration):
         pass
+    return f'torch {torch.__version__}, CPU {cpu}, {torch.backends.cpu.get_cpu_capability()} kernels'
+
+
+def machine_summary(device):
+    """What the numbers were measured on: `kernel_summary` and the thread count."""
+    import torch
     threads = torch.get_num_threads()
-    return f'torch {torch.__version__}, CPU ({cpu}), {threads} thread{"s" if threads != 1 else ""}'
+    return f'{kernel_summary(device)}, {threads} thread{"s" if threads != 1 else ""}'
 
 
 class DemoError(ValueError):
@@ -106,9 +113,10 @@ def prepare_data(data_dir, progress=True, subimages=True, held_out=HELD_OUT, tra
     return folders
 
 
-def format_table(results, dataset):
+def format_table(results, dataset, measured_on=None):
     """The demo's summary table: one row per method, every number a rerun on the same machine repeats exactly (the
-    inference times, which vary from run to run, are in `format_timing`)."""
+    inference times, which vary from run to run, are in `format_timing`), and a last line `measured on: ...`
+    (`kernel_summary` and the seed) when `measured_on` is given."""
     stats = {s['label']: s for s in results.model_stats}
     header = (f'{"method":14s} {"PSNR-RGB":>9s} {"SSIM-RGB":>9s} {"PSNR-Y":>8s} {"SSIM-Y":>8s} {"body sparsity":>14s} '
               f'{"non-zero params":>16s}')
@@ -119,6 +127,8 @@ def format_table(results, dataset):
                      f'{results.mean(label, dataset, "ssim_rgb"):9.4f} {results.mean(label, dataset, "psnr_y"):8.4f} '
                      f'{results.mean(label, dataset, "ssim_y"):8.4f} {100 * s["body_sparsity"]:13.2f}% '
                      f'{s["nonzero_params"]:16,d}')
+    if measured_on:
+        lines.append(f'{MEASURED_ON}{measured_on}')
     return '\n'.join(lines)
 
 
@@ -142,16 +152,77 @@ def table_block(path):
     return '\n'.join(line for line in inner.strip().splitlines() if not line.startswith('```'))
 
 
-def check_table(path, table):
-    """0 when the table quoted in `path` is `table`, else 1 after printing both (the check mode, --check)."""
-    quoted = table_block(path)
-    if quoted == table:
-        print(f'\ndupru-demo --check: the table in {path} is the one this run printed.')
+MEASURED_ON = 'measured on: '
+# The largest difference --check accepts, per preset, between the quoted table and a run whose torch, CPU model or
+# CPU kernels differ from the quoted table's (on the same ones it compares exactly). Taken from the measured spread
+# (docs/demo_spread.md, `python bench/demo_spread.py`): twice the largest difference the kernels alone made (AVX-512
+# vs AVX2, same seed), and at least 2 units of the last printed digit. PSNR in dB (RGB and Y), SSIM, body sparsity in
+# percentage points, non-zero parameters as a count.
+CHECK_TOLERANCE = {
+    'tiny': dict(psnr=0.0002, ssim=0.0002, sparsity=0.02, nonzero=2),
+}
+COLUMNS = (('PSNR-RGB', 'psnr'), ('SSIM-RGB', 'ssim'), ('PSNR-Y', 'psnr'), ('SSIM-Y', 'ssim'),
+           ('body sparsity', 'sparsity'), ('non-zero params', 'nonzero'))
+
+
+def split_table(text):
+    """(the table's lines without its `measured on:` line, what that line says or None)."""
+    lines = text.splitlines()
+    measured = [line[len(MEASURED_ON):] for line in lines if line.startswith(MEASURED_ON)]
+    return [line for line in lines if not line.startswith(MEASURED_ON)], (measured[0] if measured else None)
+
+
+def table_rows(lines):
+    """{method: [6 numbers]} of a demo table's rows (the lines after the header and its rule)."""
+    rows = {}
+    for line in lines[2:]:
+        parts = line.split()
+        if len(parts) == 7:
+            rows[parts[0]] = [float(p.rstrip('%').replace(',', '')) for p in parts[1:]]
+    return rows
+
+
+def quoted_seed(path):
+    """The seed the table quoted in `path` names on its `measured on:` line (None when it names none)."""
+    import re
+    found = re.search(r'seed (\d+)$', split_table(table_block(path))[1] or '')
+    return int(found.group(1)) if found else None
+
+
+def check_table(path, table, tolerance=None):
+    """0 when the table quoted in `path` agrees with `table`, else 1 after printing both (the check mode, --check).
+
+    Exactly when both were measured on the same torch, CPU model and kernels (their `measured on:` lines match) or
+    when no `tolerance` is known for the preset; else every number within `tolerance` (CHECK_TOLERANCE). It says
+    which of the two it did."""
+    quoted_lines, quoted_on = split_table(table_block(path))
+    lines, measured_on = split_table(table)
+    if quoted_on == measured_on or tolerance is None:
+        why = ('the same torch, CPU and kernels' if quoted_on == measured_on else
+               'no measured spread for this budget, so no tolerance')
+        how = f'compared exactly ({why}; this run: {measured_on})'
+        failures = [] if quoted_lines == lines else ['the rows differ']
+    else:
+        how = (f'compared within the tolerance measured for this budget (PSNR {tolerance["psnr"]} dB, SSIM '
+               f'{tolerance["ssim"]}, body sparsity {tolerance["sparsity"]} points, non-zero params '
+               f'{tolerance["nonzero"]}): the quoted table was measured on {quoted_on or "(it does not say)"}, this '
+               f'run on {measured_on}')
+        quoted_rows, rows = table_rows(quoted_lines), table_rows(lines)
+        failures = [] if list(quoted_rows) == list(rows) else [
+            f'methods {", ".join(quoted_rows)} quoted, {", ".join(rows)} in this run']
+        for method in quoted_rows if not failures else ():
+            for (column, kind), quoted_value, value in zip(COLUMNS, quoted_rows[method], rows[method]):
+                if abs(quoted_value - value) > tolerance[kind] + 1e-9:
+                    failures.append(f'{method} {column}: {value:g} vs {quoted_value:g} quoted '
+                                    f'(|difference| {abs(quoted_value - value):.4g} > {tolerance[kind]})')
+    if not failures:
+        print(f'\ndupru-demo --check: the table in {path} agrees with this run\'s, {how}.')
         return 0
     import difflib
-    diff = '\n'.join(difflib.unified_diff(quoted.splitlines(), table.splitlines(), f'{path} (quoted)', 'this run',
-                                          lineterm=''))
-    print(f'\ndupru-demo --check: the table in {path} differs from this run\'s:\n{diff}', file=sys.stderr)
+    diff = '\n'.join(difflib.unified_diff(table_block(path).splitlines(), table.splitlines(), f'{path} (quoted)',
+                                          'this run', lineterm=''))
+    print(f'\ndupru-demo --check: the table in {path} differs from this run\'s, {how}:\n' + '\n'.join(failures) +
+          f'\n{diff}', file=sys.stderr)
     return 1
 
 
@@ -200,9 +271,9 @@ def choose_preset(budget=None, rounds=None, iters=None, cuda=False):
 
 
 def run_demo(out='dupru_demo', budget=None, rounds=None, device=None, force=False, progress=True,
-             prepare_only=False, iters=None):
-    """Prepare, train the three methods, compare. Returns (CompareResults, table text), or the prepared folders
-    when `prepare_only`."""
+             prepare_only=False, iters=None, seed=0):
+    """Prepare, train the three methods (every run with BasicSR's `manual_seed: seed`), compare. Returns
+    (CompareResults, table text), or the prepared folders when `prepare_only`."""
     from dupru_basicsr.experiments import check_device, make_options, train_experiment
     from dupru_basicsr.report.build import compare
     device = check_device(device, DemoError)
@@ -216,13 +287,16 @@ def run_demo(out='dupru_demo', budget=None, rounds=None, device=None, force=Fals
         raise DemoError(f'--out {out} exists and was not made by dupru-demo; choose another folder or pass --force.')
     settings_path = osp.join(out, MARKER)
     settings = {'preset': preset, 'cuda': cuda}
+    if seed != 0:  # (a demo folder made before --seed existed holds seed 0 and no key)
+        settings['seed'] = seed
     resume = False
     if osp.exists(settings_path):
         with open(settings_path) as f:
             earlier = yaml.safe_load(f) or {}
         resume = earlier == settings  # same settings: continue the earlier (interrupted) demo
         if not resume and not force:
-            before, now = dict(earlier.get('preset') or {}, cuda=earlier.get('cuda')), dict(preset, cuda=cuda)
+            before = dict(earlier.get('preset') or {}, cuda=earlier.get('cuda'), seed=earlier.get('seed', 0))
+            now = dict(preset, cuda=cuda, seed=seed)
             changes = ', '.join(f'{k} {before.get(k)!r} -> {now.get(k)!r}' for k in now if before.get(k) != now[k])
             raise DemoError(f'--out {out} holds a demo with other settings ({changes}); its runs would not match this '
                             'one. Choose another --out, or pass --force to replace that demo.')
@@ -237,7 +311,7 @@ def run_demo(out='dupru_demo', budget=None, rounds=None, device=None, force=Fals
     t0 = time.time()
     print(f'dupru-demo: {"CUDA" if cuda else "CPU"}, MSRResNet x4 {preset["num_feat"]} features / '
           f'{preset["num_block"]} blocks, {preset["rounds"]} rounds x {preset["iters"]} iterations, pruned runs '
-          f'to {100 * preset["sparsity"]:g}% body sparsity, output in {out}', flush=True)
+          f'to {100 * preset["sparsity"]:g}% body sparsity, seed {seed}, output in {out}', flush=True)
     data = prepare_data(osp.join(out, 'data'), progress=progress, sub_size=preset['sub_size'],
                         sub_step=preset['sub_step'])
     if prepare_only:
@@ -248,12 +322,12 @@ def run_demo(out='dupru_demo', budget=None, rounds=None, device=None, force=Fals
     if preset['rounds'] < 2:
         print('Note: with --rounds 1 there is no round boundary to prune at, so the rewinding runs (upru, dupru) are '
               'left out; stock and gradual DUPru train.', flush=True)
-    exps = [train_experiment(make_options(method, data, preset, f'demo_{label}', gpus, **kwargs), out, label,
-                             progress)[0] for label, method, kwargs in runs]
+    exps = [train_experiment(make_options(method, data, preset, f'demo_{label}', gpus, seed=seed, **kwargs), out,
+                             label, progress)[0] for label, method, kwargs in runs]
     results = compare(exps, dataset_dirs=[f'heldout={data["val"]["gt"]}:{data["val"]["lr"][4]}'],
                       out_dir=osp.join(out, 'report'), labels=[label for label, *_ in runs],
                       device=device, repeats=3, warmup=1, progress=progress)
-    table = format_table(results, 'heldout')
+    table = format_table(results, 'heldout', f'{kernel_summary(device)}, seed {seed}')
     held_out = ', '.join(n for n in HELD_OUT if osp.isfile(osp.join(out, 'data', 'source', 'val', f'{n}.png')))
     print(f'\nHeld-out images: {held_out} (x4, metrics on RGB and Y with a 4-pixel border crop)\n')
     print(table)
@@ -262,6 +336,18 @@ def run_demo(out='dupru_demo', budget=None, rounds=None, device=None, force=Fals
     print(f'Experiments: {osp.join(out, "experiments")}\nReport:      {osp.join(out, "report", "report.html")}'
           f'\nTotal time:  {time.time() - t0:.0f} s')
     return results, table
+
+
+def check_tolerance(args):
+    """CHECK_TOLERANCE of the preset the arguments ran as it is (None with --rounds/--iters or a number as --budget:
+    no spread was measured for those)."""
+    if args.rounds is not None or args.iters is not None:
+        return None
+    budget = args.budget
+    if budget is None:
+        import torch
+        budget = 'gpu' if args.device == 'cuda' or (args.device is None and torch.cuda.is_available()) else 'cpu'
+    return CHECK_TOLERANCE.get(budget)
 
 
 def main(argv=None):
@@ -276,6 +362,9 @@ def main(argv=None):
                         help="iterations per round E of the chosen preset (default: the preset's), e.g. "
                         '--budget gpu --device cpu --iters 1 --rounds 2 to run the GPU preset briefly on a CPU')
     parser.add_argument('--device', choices=['cpu', 'cuda'], default=None, help='default: cuda when available')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='manual_seed of every run (default 0, the seed of the quoted tables); other seeds show '
+                        'how much of a difference between the methods is noise')
     parser.add_argument('--force', action='store_true',
                         help='use --out even if it holds other files, or a demo with other settings (replaced)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
@@ -298,11 +387,14 @@ def main(argv=None):
             if args.prepare_only:
                 raise DemoError('--prepare-only trains nothing: it prints no table to check or update.')
             table_block(quoted_file)  # the file and its markers, before any training
+        if args.check and quoted_seed(args.check) not in (None, args.seed):
+            raise DemoError(f'--check {args.check}: the table there is seed {quoted_seed(args.check)}\'s; pass '
+                            f'--seed {quoted_seed(args.check)} to check it.')
         out = args.out or (tempfile.mkdtemp(prefix='dupru_demo_check_') if args.check else 'dupru_demo')
         done = run_demo(out, args.budget, args.rounds, args.device, args.force, not args.no_progress,
-                        args.prepare_only, args.iters)
+                        args.prepare_only, args.iters, args.seed)
         if args.check:
-            return check_table(args.check, done[1])
+            return check_table(args.check, done[1], check_tolerance(args))
         if args.update:
             update_table(args.update, done[1], osp.join(out, 'report'))
 

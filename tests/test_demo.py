@@ -16,7 +16,11 @@ def test_demo_tiny_budget_end_to_end(tmp_path, capsys):
     results, table = run_demo(str(out), budget='tiny', progress=False)
     printed = capsys.readouterr().out
     assert table in printed and 'report.html' in printed
-    assert f'Ran on: torch {torch.__version__}, CPU (' in printed and f'{torch.get_num_threads()} threads' in printed
+    kernels = f'{torch.backends.cpu.get_cpu_capability()} kernels'
+    assert f'Ran on: torch {torch.__version__}, CPU ' in printed and f'{kernels}, {torch.get_num_threads()} threads' \
+        in printed
+    assert table.splitlines()[-1].startswith(f'measured on: torch {torch.__version__}, CPU ')
+    assert table.splitlines()[-1].endswith(f', {kernels}, seed 0')
     rows = [line.split() for line in table.splitlines()[2:]]
     assert [r[0] for r in rows] == ['stock', 'upru', 'dupru', 'dupru_gradual']
     for r in rows:
@@ -99,16 +103,71 @@ def test_check_mode_reproduces_the_committed_tiny_table_and_update_rewrites_a_qu
     out = tmp_path / 'demo'
     argv = ['--budget', 'tiny', '--device', 'cpu', '--no-progress', '--out', str(out)]
     assert main(argv + ['--check', TINY_TABLE]) == 0, capsys.readouterr().err
-    assert 'the table in' in capsys.readouterr().out
+    assert 'agrees with this run' in capsys.readouterr().out  # exactly, or within the tolerance on another CPU
+    # this machine's own table, quoted: one digit off fails the exact check; --update puts it back
     quoted = tmp_path / 'quoted.md'
-    with open(TINY_TABLE) as f:
-        text = f.read()
-    quoted.write_text(text.replace('29.8976', '29.8977', 1))
+    quoted.write_text('# quoted\n<!-- demo-table -->\n<!-- /demo-table -->\n')
+    assert main(argv + ['--update', str(quoted)]) == 0
+    text = quoted.read_text()
+    stock = next(line for line in text.splitlines() if line.startswith('stock '))
+    psnr = stock.split()[1]
+    nudged = f'{float(psnr) + 0.0001:.4f}'
+    quoted.write_text(text.replace(stock, stock.replace(psnr, nudged, 1)))
     assert main(argv + ['--check', str(quoted)]) == 1  # a rerun of the finished demo: scores only
     err = capsys.readouterr().err
-    assert 'differs from this run' in err and '-stock            29.8977' in err and '+stock            29.8976' in err
+    assert 'differs from this run' in err and 'compared exactly (the same torch, CPU and kernels' in err
+    assert f'-stock            {nudged}' in err and f'+stock            {psnr}' in err
     assert main(argv + ['--update', str(quoted)]) == 0
     assert quoted.read_text() == text
     (tmp_path / 'plain.md').write_text('no table here\n')
     assert main(argv + ['--check', str(tmp_path / 'plain.md')]) == 2
     assert 'has no <!-- demo-table --> ... <!-- /demo-table --> block' in capsys.readouterr().err
+
+
+QUOTED = '''method          PSNR-RGB  SSIM-RGB   PSNR-Y   SSIM-Y  body sparsity  non-zero params
+------------------------------------------------------------------------------------
+stock            29.8976    0.8097  31.4165   0.8351          0.00%           31,043
+dupru            29.8526    0.8073  31.3887   0.8351         29.99%           28,278
+measured on: torch 2.14.1, CPU Some Xeon, AVX512 kernels, seed 0'''
+TOLERANCE = dict(psnr=0.0002, ssim=0.0002, sparsity=0.02, nonzero=2)
+
+
+def _quote(tmp_path, table):
+    path = tmp_path / 'quoted.md'
+    path.write_text(f'# demo\n\n<!-- demo-table -->\n```\n{table}\n```\n<!-- /demo-table -->\n')
+    return str(path)
+
+
+def test_check_is_exact_on_the_machine_the_table_names_and_within_the_tolerance_elsewhere(tmp_path, capsys):
+    from dupru_basicsr.demo import check_table
+    path = _quote(tmp_path, QUOTED)
+    assert check_table(path, QUOTED, TOLERANCE) == 0
+    assert 'compared exactly (the same torch, CPU and kernels' in capsys.readouterr().out
+    nudged = QUOTED.replace('31.3887', '31.3888')
+    # the same machine: one digit off fails, tolerance or not
+    assert check_table(path, nudged, TOLERANCE) == 1
+    err = capsys.readouterr().err
+    assert 'compared exactly' in err and '+dupru            29.8526    0.8073  31.3888' in err
+    # another CPU's kernels: within the tolerance passes and says so, beyond it fails naming the cell
+    elsewhere = nudged.replace('AVX512 kernels', 'AVX2 kernels').replace('Some Xeon', 'Some EPYC')
+    assert check_table(path, elsewhere, TOLERANCE) == 0
+    out = capsys.readouterr().out
+    assert 'within the tolerance measured for this budget (PSNR 0.0002 dB' in out
+    assert 'measured on torch 2.14.1, CPU Some Xeon, AVX512 kernels, seed 0, this run on torch 2.14.1, CPU Some ' \
+        'EPYC, AVX2 kernels, seed 0' in out
+    assert check_table(path, elsewhere.replace('31.3888', '31.3890').replace('28,278', '28,281'), TOLERANCE) == 1
+    err = capsys.readouterr().err
+    assert 'dupru PSNR-Y: 31.389 vs 31.3887 quoted (|difference| 0.0003 > 0.0002)' in err
+    assert 'dupru non-zero params: 28281 vs 28278 quoted (|difference| 3 > 2)' in err
+    assert 'stock' not in err.split('\n---')[0]  # stock's row is within the tolerance
+    # no measured spread for the budget (e.g. --iters given): exact, and it says why
+    assert check_table(path, elsewhere, None) == 1
+    assert 'no measured spread for this budget, so no tolerance' in capsys.readouterr().err
+
+
+def test_check_refuses_a_seed_other_than_the_quoted_tables_before_training(tmp_path, capsys):
+    path = _quote(tmp_path, QUOTED)
+    out = tmp_path / 'demo'
+    assert main(['--budget', 'tiny', '--device', 'cpu', '--seed', '1', '--out', str(out), '--check', path]) == 2
+    assert "the table there is seed 0's; pass --seed 0 to check it" in capsys.readouterr().err
+    assert not out.exists()
