@@ -3,6 +3,7 @@
     dupru-export experiments/<run>/models/net_g_round25_best.pth --out small.pth [--half]
     dupru-export small.pth --onnx model.onnx [--arch-opt options/train/....yml]
     dupru-export small.pth --mnn model.mnn     # MNN with its sparse convolution kernels (pip "dupru-basicsr[mnn]")
+    dupru-export small.pth --mnn model.mnn --mnn-block 4   # a ticket pruned with granularity: oc_block4
 
 An unstructured-sparse network is stored densely by PyTorch (a zero costs 4 bytes like any weight). The compressed
 format (`dupru_basicsr.weights.compressed`) keeps, for every floating tensor, a bit-packed non-zero mask and the
@@ -173,10 +174,18 @@ def main(argv=None):
                         'convolution kernels where its zeros speed them up (needs pip "dupru-basicsr[mnn]"; measured '
                         'in bench/README.md)')
     parser.add_argument('--mnn-dense', action='store_true', help='with --mnn: MNN\'s dense kernels only')
+    parser.add_argument('--mnn-block', type=int, default=1, metavar='N',
+                        help='with --mnn: store the sparse convolutions in blocks of N output channels, MNN\'s fast '
+                        'sparse kernel (for a ticket pruned with pruning.granularity: oc_block<N>; default 1: '
+                        'element-wise, MNN\'s slowest sparse kernel). It prints which convolutions MNN stored sparse')
     parser.add_argument('--arch-opt', help='option YAML with network_g (default: inferred for MSRResNet)')
     args = parser.parse_args(argv)
     if not args.out and not args.onnx and not args.mnn:
         parser.error('give --out (compressed checkpoint), --onnx and/or --mnn')
+    if args.mnn_block < 1:
+        parser.error(f'--mnn-block {args.mnn_block}: give a number of output channels >= 1 (e.g. 4)')
+    if args.mnn_block > 1 and (not args.mnn or args.mnn_dense):
+        parser.error('--mnn-block goes with --mnn (and without --mnn-dense): it sets how MNN stores sparse weights')
     from dupru_basicsr.deploy.mnn import MNNError
     from dupru_basicsr.utils.cli import run_command
     return run_command('dupru-export', lambda: _run(args), (ExportError, MNNError, OSError))
@@ -200,22 +209,46 @@ def _run(args):
         export_onnx(args.checkpoint, args.onnx, args.arch_opt)
         print(f'ONNX: {args.onnx} ({osp.getsize(args.onnx) / 1e6:.3f} MB)')
     if args.mnn:
-        export_mnn(args.checkpoint, args.mnn, args.arch_opt, sparse=not args.mnn_dense, onnx_path=args.onnx)
+        fell_back = export_mnn(args.checkpoint, args.mnn, args.arch_opt, sparse=not args.mnn_dense,
+                               onnx_path=args.onnx, block=args.mnn_block)
         print(f'MNN ({"dense" if args.mnn_dense else "sparse kernels where they are faster"}): {args.mnn} '
               f'({osp.getsize(args.mnn) / 1e6:.3f} MB)')
+        if fell_back is not None:
+            print(storage_summary(fell_back, args.mnn_block))
     return 0
 
 
-def export_mnn(checkpoint, mnn_path, arch_opt=None, sparse=True, onnx_path=None):
+def storage_summary(fell_back, block):
+    """What `deploy.mnn.check_sparse_storage` found, for the user: every convolution with zeros stored sparse in
+    blocks of `block`, or each one that was not and why."""
+    unit = 'single weights' if block == 1 else f'blocks of {block} output channels'
+    if not fell_back:
+        return f'MNN stored every convolution that holds zeros sparse, in {unit}.'
+    lines = [f'MNN did not store {len(fell_back)} convolution(s) holding zeros sparse in {unit} (they run MNN\'s dense '
+             'kernel, no faster than before pruning):']
+    lines += [f'  {module}: {why}' for module, why in fell_back]
+    if block == 1:
+        lines.append('  (a ticket pruned with pruning.granularity: oc_block4 and exported with --mnn-block 4 is what '
+                     'MNN\'s fast sparse kernel needs; bench/README.md, "Sparse inference")')
+    return '\n'.join(lines)
+
+
+def export_mnn(checkpoint, mnn_path, arch_opt=None, sparse=True, onnx_path=None, block=1):
     """Convert the network of a checkpoint to MNN (through ONNX: `onnx_path` when already exported, else a temporary
-    file); `sparse`: MNN's sparse kernels for the convolutions whose zeros make them faster (deploy.mnn)."""
+    file); `sparse`: MNN's sparse kernels for the convolutions whose zeros make them faster, stored in blocks of
+    `block` output channels (deploy.mnn). Returns, when `sparse`, the convolutions holding zeros that MNN did not
+    store that way, [(module path, why)] (`deploy.mnn.check_sparse_storage`); else None."""
     import tempfile
 
-    from dupru_basicsr.deploy.mnn import convert_onnx
+    from dupru_basicsr.deploy.mnn import check_sparse_storage, convert_onnx
     with tempfile.TemporaryDirectory() as tmp:
         if onnx_path is None:
             onnx_path = export_onnx(checkpoint, osp.join(tmp, 'net.onnx'), arch_opt)
-        return convert_onnx(onnx_path, mnn_path, sparse)
+        convert_onnx(onnx_path, mnn_path, sparse, block)
+    if not sparse:
+        return None
+    net, _ = build_network(checkpoint, arch_opt, 'params_ema')
+    return check_sparse_storage(mnn_path, dict(net.state_dict()), block)
 
 
 if __name__ == '__main__':

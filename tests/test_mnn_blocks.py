@@ -47,3 +47,45 @@ def test_the_check_names_layers_stored_otherwise_and_why(tmp_path):
     light = convert_onnx(onnx_path, str(tmp_path / 'light.mnn'), sparse=True, block=4)
     fell_back = dict(check_sparse_storage(light, dict(net.state_dict()), 4))
     assert fell_back['upconv1'].startswith('stored dense: 2') and 'only above 30%' in fell_back['upconv1']
+
+
+def _ticket(tmp_path, sparsity, granularity):
+    from basicsr.archs.srresnet_arch import MSRResNet
+    torch.manual_seed(0)
+    net = MSRResNet(num_feat=16, num_block=2, upscale=4).eval()
+    prune_model(net, sparsity, granularity=granularity)
+    path = str(tmp_path / f'ticket_{granularity}.pth')
+    torch.save({'params': net.state_dict()}, path)
+    return path
+
+
+def test_dupru_export_mnn_block_stores_blocks_and_prints_the_storage_check(tmp_path, capsys):
+    from dupru_basicsr.export import main
+    ticket = _ticket(tmp_path, 0.9, 'oc_block4')
+    out = tmp_path / 'blocks.mnn'
+    assert main([ticket, '--mnn', str(out), '--mnn-block', '4']) == 0
+    printed = capsys.readouterr().out
+    assert 'MNN stored every convolution that holds zeros sparse, in blocks of 4 output channels.' in printed
+    assert stored_convolutions(str(out))['upconv1'] == 4
+    # the same ticket without --mnn-block: element-wise storage, and the output says so per layer and what to do
+    assert main([ticket, '--mnn', str(tmp_path / 'element.mnn')]) == 0
+    printed = capsys.readouterr().out
+    assert 'MNN stored every convolution that holds zeros sparse, in single weights.' in printed
+    # an element-wise ticket asked for blocks: MNN keeps what it can, each other layer named with why
+    element_ticket = _ticket(tmp_path, 0.5, 'element')
+    assert main([element_ticket, '--mnn', str(tmp_path / 'odd.mnn'), '--mnn-block', '4']) == 0
+    printed = capsys.readouterr().out
+    assert 'did not store' in printed and '  upconv1: stored dense' in printed
+
+
+def test_dupru_export_refuses_a_bad_mnn_block_before_writing(tmp_path, capsys):
+    import pytest
+
+    from dupru_basicsr.export import main
+    ticket = _ticket(tmp_path, 0.9, 'oc_block4')
+    for argv, message in (([ticket, '--mnn', str(tmp_path / 'a.mnn'), '--mnn-block', '0'], '--mnn-block 0: give'),
+                          ([ticket, '--out', str(tmp_path / 'a.pth'), '--mnn-block', '4'], '--mnn-block goes with')):
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        assert stopped.value.code == 2 and message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ticket_oc_block4.pth']

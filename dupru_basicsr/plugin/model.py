@@ -154,8 +154,8 @@ class DUPruModel(AtomicCheckpointMixin, SRModel):
         self.pruner.prune(sparsity=target)
         if self.ema_decay > 0:
             self.pruner.apply_mask(self.get_bare_model(self.net_g_ema))
-        get_root_logger().info(f'Gradual pruning at iter {current_iter}: target sparsity {100 * target:.2f}%, body '
-                               f'sparsity {100 * self.pruner.mask.sparsity():.2f}%')
+        get_root_logger().info(f'Gradual pruning at iter {current_iter}: scheduled sparsity {100 * target:.2f}%, '
+                               f'target sparsity {100 * self.pruner.mask.sparsity():.2f}% (of the pruned tensors)')
 
     def update_learning_rate(self, current_iter, warmup_iter=-1):
         if self.gradual is not None and self.gradual.is_prune_iter(current_iter):
