@@ -20,7 +20,8 @@ import torch
 from dupru_basicsr.weights.arch import ArchError, infer_msrresnet_arch
 from dupru_basicsr.weights.compressed import (NETWORK_KEYS, CompressedFormatError, is_compressed, pack_checkpoint,
                                               unpack_checkpoint)
-from dupru_basicsr.weights.io import atomic_save, load_checkpoint, odd_state_entry, strip_module_prefix
+from dupru_basicsr.weights.io import (atomic_save, load_checkpoint, non_finite_entry, odd_state_entry, state_problem,
+                                      strip_module_prefix)
 
 
 class ExportError(ValueError):
@@ -41,7 +42,8 @@ def export_compressed(checkpoint, out_path, half=False):
             return 'an empty dict'
         if odd_state_entry(state) is not None:
             return 'a dict of other things than names and tensors'
-        return None
+        bad = non_finite_entry(state)
+        return f'non-finite weights ({bad}): the run that saved it diverged' if bad else None
 
     if not networks or any(problem(v) for v in networks.values()):
         found = 'nothing of the kind' if not networks else ', '.join(
@@ -99,10 +101,17 @@ def build_network(checkpoint, arch_opt=None, param_key='params_ema', option='--a
     Returns (network, its network_g options); ExportError names the file and the fix. `option` is the flag the
     messages name for `arch_opt`."""
     ckpt = _dense_checkpoint(checkpoint)
-    state = ckpt.get(param_key) or ckpt.get('params') if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not state or odd_state_entry(state) is not None:
-        raise ExportError(f'{checkpoint} has no usable "{param_key}" / "params" state dict: pass a BasicSR network '
-                          'checkpoint (experiments/<name>/models/net_g_*.pth) or a file written by dupru-export.')
+    if not isinstance(ckpt, dict) or not any(k in ckpt for k in (param_key, 'params')):
+        found = f'keys {list(ckpt)[:8]}' if isinstance(ckpt, dict) else f'a {type(ckpt).__name__}'
+        raise ExportError(f'{checkpoint} has no usable "{param_key}" / "params" state dict (it holds {found}): pass '
+                          'a BasicSR network checkpoint (experiments/<name>/models/net_g_*.pth) or a file written by '
+                          'dupru-export.')
+    key = param_key if param_key in ckpt else 'params'  # BasicSR's load_network falls back the same way
+    state = ckpt[key]
+    problem = state_problem(state)
+    if problem is not None:
+        raise ExportError(f'{checkpoint}: its "{key}" {problem}; pass a BasicSR network checkpoint '
+                          '(experiments/<name>/models/net_g_*.pth) or a file written by dupru-export.')
     state = strip_module_prefix(state)
     if arch_opt:
         import yaml

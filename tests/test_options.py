@@ -249,7 +249,7 @@ def test_gt_and_lr_counts_differ(workdir, tmp_path):
 def test_gt_size_not_a_multiple_of_scale(workdir):
     opt = _valid()
     opt['datasets']['train']['gt_size'] = 30
-    _refused(workdir, opt, r'datasets\.train\.gt_size is 30; it must be a multiple of scale \(4\)')
+    _refused(workdir, opt, r'datasets\.train\.gt_size is 30; it must be a positive multiple of scale \(4\)')
 
 
 def test_batch_larger_than_dataset(workdir):

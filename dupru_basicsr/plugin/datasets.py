@@ -197,10 +197,10 @@ def _check_lmdb_pairs(opt, phase, dset):
 
 def _check_gt_size(dset, scale):
     gt_size = dset.get('gt_size')
-    if gt_size is not None and scale is not None and (as_int(gt_size) is None or gt_size % scale):
+    if gt_size is not None and scale is not None and (as_int(gt_size) is None or gt_size % scale or gt_size < scale):
         hint = f', e.g. {max(scale, as_int(gt_size) // scale * scale)}' if as_int(gt_size) else ''
-        raise OptionError(f'datasets.train.gt_size is {gt_size!r}; it must be a multiple of scale ({scale}) so that '
-                          f'GT and LR crops match{hint}.')
+        raise OptionError(f'datasets.train.gt_size is {gt_size!r}; it must be a positive multiple of scale ({scale}) '
+                          f'so that GT and LR crops match{hint}.')
 
 
 def _check_train_batch(opt, dset, num_images):

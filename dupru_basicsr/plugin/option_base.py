@@ -21,6 +21,19 @@ def as_int(value):
     return None
 
 
+def text_hint(value):
+    """Why a number came out as text: PyYAML (YAML 1.1) reads `1e-5` as a string (it needs a dot, `1.0e-5`), and
+    BasicSR's `--force_yml` turns only plain decimals into numbers (`!!float1e-5` for the rest)."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ''
+        return (f' {value!r} was read as text: in the option file write it with a dot and a signed exponent '
+                f'(e.g. 1.0e-5), with --force_yml as !!float{value}.')
+    return ''
+
+
 def is_pruning_model(model_type):
     """True when `model_type` names a registered BasicSR model that reads the `pruning:` section (its class says so
     with `reads_pruning_section = True`, as DUPruModel and its subclasses do)."""

@@ -11,7 +11,8 @@ from dupru_basicsr.plugin.datasets import check_datasets
 from dupru_basicsr.plugin.option_base import (OptionError, OptionWarning, as_int, build_network, did_you_mean,
                                               is_pruning_model)
 from dupru_basicsr.plugin.pruning_options import check_pruning_options, pruning_section
-from dupru_basicsr.weights.io import load_checkpoint, odd_state_entry, strip_module_prefix
+from dupru_basicsr.plugin.training_values import check_seed, check_training_values
+from dupru_basicsr.weights.io import load_checkpoint, odd_state_entry, state_problem, strip_module_prefix
 
 
 def _check_registered(opt):
@@ -145,8 +146,10 @@ def check_options(opt):
     _check_registered(opt)
     _check_devices(opt)
     _check_scale(opt)
+    check_seed(opt)
     if is_train:
         _check_schedule_options(opt)
+        check_training_values(opt)
         if pruning_section(opt) is not None and not is_pruning_model(opt.get('model_type')):
             raise OptionError(f'pruning: is given but model_type is {opt.get("model_type")}, which ignores it; set '
                               'model_type: DUPruModel or remove the pruning: section.')
@@ -181,6 +184,9 @@ def check_pretrained_network(opt):
         raise OptionError(f'{key}: "{path}" holds no network weights under "{param_key}" (a mapping of parameter '
                           'names to tensors); point it at a BasicSR network checkpoint (net_g_*.pth), or set '
                           'path.param_key_g.')
+    problem = state_problem(state)
+    if problem is not None:
+        raise OptionError(f'{key}: "{path}": its "{param_key}" {problem}.')
     state = strip_module_prefix(state)
     try:
         build_network(opt).load_state_dict(state, strict=opt['path'].get('strict_load_g', True))

@@ -13,6 +13,7 @@ from typing import List, Optional
 
 from dupru_basicsr.plugin.option_base import OptionError, OptionWarning, as_int, build_network, did_you_mean, \
     is_pruning_model
+from dupru_basicsr.plugin.option_base import text_hint as _text_hint
 from dupru_basicsr.pruning.presets import PRESET_KINDS, preset_targets
 from dupru_basicsr.plugin.registry import lookup
 from dupru_basicsr.plugin.resume import recorded_pruning_config
@@ -24,19 +25,6 @@ from dupru_basicsr.pruning.targets import DEFAULT_TARGETS, select_targets
 _REWIND_RE = re.compile(r'^(init|none|lr|reinit|iter_(\d+))$')
 GRADUAL = 'gradual'
 GRADUAL_KEYS = ('start_iter', 'end_iter', 'final_sparsity', 'frequency')
-
-
-def _text_hint(value):
-    """Why a number came out as text: PyYAML (YAML 1.1) reads `1e-5` as a string (it needs a dot, `1.0e-5`), and
-    BasicSR's `--force_yml` turns only plain decimals into numbers (`!!float1e-5` for the rest)."""
-    if isinstance(value, str):
-        try:
-            float(value)
-        except ValueError:
-            return ''
-        return (f' {value!r} was read as text: in the option file write it with a dot and a signed exponent '
-                f'(e.g. 1.0e-5), with --force_yml as !!float{value}.')
-    return ''
 
 
 def _names_preset(targets):
@@ -490,7 +478,8 @@ def resume_config(opt, cfg=None):
 
 
 def check_resume_options(opt, resume_state, cfg=None):
-    """Refuse to resume a DUPruModel run whose pruning options changed in a way that alters the result.
+    """Refuse to resume a DUPruModel run whose pruning options changed in a way that alters the result, and a
+    DUPruModel state resumed by another model (it would drop the masks).
 
     Raises one OptionError that lists every changed key with its old and new value. A training state without a
     pruning state (written by another model, or by a DUPruModel under BasicSR's loop before the model saved its
@@ -499,9 +488,18 @@ def check_resume_options(opt, resume_state, cfg=None):
     that could not be checked. No-op for models other than DUPruModel or without a resume state. `cfg`: the
     run's parsed `pruning:` section, when the caller has it.
     """
-    if resume_state is None or not is_pruning_model(opt.get('model_type')):
+    if resume_state is None:
         return []
     where = (opt.get('path') or {}).get('resume_state') or 'the training state'
+    if not is_pruning_model(opt.get('model_type')):
+        if isinstance(resume_state, dict) and isinstance(resume_state.get('pruning'), dict):
+            model_type = opt.get('model_type')
+            raise OptionError(f'path.resume_state: {where} was written by a DUPruModel run (it holds its pruning '
+                              f'state and masks); model_type {model_type} would drop them and let the pruned '
+                              'weights grow back. Resume it with model_type: DUPruModel and its pruning: section, or '
+                              'start a new stock run from its weights (path.pretrain_network_g: a net_g_*.pth of '
+                              'that run, under another name).')
+        return []
     pruning = resume_state.get('pruning') if isinstance(resume_state, dict) else None
     if not isinstance(pruning, dict):
         raise OptionError(f'{where} has no pruning state (it was written by another model, or by a DUPruModel run '

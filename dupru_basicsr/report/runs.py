@@ -11,7 +11,7 @@ import yaml
 
 from dupru_basicsr.report import CompareError
 from dupru_basicsr.weights.arch import ArchError, infer_msrresnet_arch
-from dupru_basicsr.weights.io import load_checkpoint, odd_state_entry, strip_module_prefix
+from dupru_basicsr.weights.io import load_checkpoint, state_problem, strip_module_prefix
 
 
 _ITER_CKPT_RE = re.compile(r'^net_g_(\d+)\.pth$')
@@ -77,11 +77,9 @@ def select_state_dict(ckpt, path):
             keys = list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
             raise CompareError(f'{path} holds no network weights ("params_ema", "params" or a state dict); found '
                                f'{keys}. Is it a BasicSR training state (*.state) rather than a net_g_*.pth?')
-    odd = odd_state_entry(state)
-    if odd is not None or not state:
-        what = 'is empty' if not state else (f'has the entry {odd!r}: {type(state[odd]).__name__}, not a name and a '
-                                             'tensor')
-        raise CompareError(f'{path}: its "{key}" {what}; pass a BasicSR network checkpoint (net_g_*.pth).')
+    problem = state_problem(state)
+    if problem is not None:
+        raise CompareError(f'{path}: its "{key}" {problem}; pass a BasicSR network checkpoint (net_g_*.pth).')
     return strip_module_prefix(state), key
 
 

@@ -106,6 +106,35 @@ def odd_state_entry(state):
     return next((k for k, v in state.items() if not isinstance(k, str) or not torch.is_tensor(v)), None)
 
 
+def non_finite_entry(state):
+    """`name: N NaN, M infinite of K values` for the first floating tensor of the mapping `state` that holds a NaN or
+    an infinity (a run that diverged saves such weights), else None."""
+    for name, value in state.items():
+        if torch.is_tensor(value) and value.is_floating_point():
+            finite = torch.isfinite(value)
+            if not bool(finite.all()):
+                nans, infinite = int(torch.isnan(value).sum()), int(torch.isinf(value).sum())
+                return f'{name}: {nans} NaN, {infinite} infinite of {value.numel()} values'
+    return None
+
+
+def state_problem(state):
+    """What keeps the entry `state` of a network checkpoint from being loaded as weights, in words ("is a Tensor,
+    not a state dict", "is empty", "has the entry 1: Tensor, ...", "holds non-finite weights (...)"), or None."""
+    if not isinstance(state, dict):
+        return 'is missing' if state is None else f'is a {type(state).__name__}, not a state dict of names and tensors'
+    if not state:
+        return 'is empty'
+    odd = odd_state_entry(state)
+    if odd is not None:
+        return f'has the entry {odd!r}: {type(state[odd]).__name__}, not a name and a tensor'
+    bad = non_finite_entry(state)
+    if bad is not None:
+        return (f'holds non-finite weights ({bad}): the run that saved it diverged; use an earlier checkpoint (e.g. '
+                'the best one of an earlier round)')
+    return None
+
+
 def strip_module_prefix(state):
     """`state` with DataParallel's `module.` prefix removed from its keys, as BasicSR's `load_network` does."""
     return {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
