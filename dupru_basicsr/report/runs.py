@@ -114,10 +114,11 @@ def _weights_arch(state_dict, path, scale):
 
 def _method_from_option(opt):
     """'stock' for SRModel, the pruning method for DUPruModel (or any run with a pruning: section)."""
-    from dupru_basicsr.plugin.pruning_options import PruningConfig
+    from dupru_basicsr.plugin.pruning_options import PruningConfig, pruning_section
     model_type = opt.get('model_type', 'SRModel')
-    if isinstance(opt.get('pruning'), dict) or model_type == 'DUPruModel':
-        pruning = opt.get('pruning') or {}
+    section = pruning_section(opt)
+    if isinstance(section, dict) or model_type == 'DUPruModel':
+        pruning = section if isinstance(section, dict) else {}
         rate = pruning.get('rate', PruningConfig.rate)
         return str(pruning.get('method', PruningConfig.method)), float(rate)
     if model_type == 'SRModel':
