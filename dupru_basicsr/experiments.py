@@ -33,13 +33,15 @@ def finetune_schedule(total, final_sparsity):
 
 
 def make_options(method, data, preset, name, device_gpus, seed=0, rewind='init', total_iter=None, gradual=None,
-                 restarts=True, rate=None, targets=DEFAULT_TARGETS, scope='layer', pretrained=None, lr=None):
+                 restarts=True, rate=None, targets=DEFAULT_TARGETS, scope='layer', pretrained=None, lr=None,
+                 granularity='element'):
     """A BasicSR option dict for one run: stock SRModel (`total_iter` defaults to rounds x iters; with `restarts`
     the pruned runs' LR curve, a cosine restarted every `iters`, else one cosine over the whole run) or DUPruModel
     with the given freeze `method`, `rewind` and `rate` (% of the survivors per round, default the preset's), or
     `gradual` pruning settings (start_iter, end_iter, final_sparsity, frequency; one cosine over the whole run).
     `targets` (patterns or a preset name: body / whole) and `scope` go to the `pruning:` section; `pretrained`: a
-    BasicSR checkpoint (`params`) the run starts from (path.pretrain_network_g); `lr` overrides the preset's."""
+    BasicSR checkpoint (`params`) the run starts from (path.pretrain_network_g); `lr` overrides the preset's;
+    `granularity`: pruning.granularity (element, or oc_block<N>)."""
     lr = preset['lr'] if lr is None else lr
     targets = targets if isinstance(targets, str) else list(targets)
     rounds, iters = preset['rounds'], preset['iters']
@@ -97,6 +99,8 @@ def make_options(method, data, preset, name, device_gpus, seed=0, rewind='init',
     elif method != 'stock':
         opt['pruning'] = {'method': method, 'targets': targets, 'rate': rate or preset['rate'],
                           'rounds': rounds, 'iters_per_round': iters, 'eps': 1e-6, 'scope': scope, 'rewind': rewind}
+    if granularity != 'element' and 'pruning' in opt:
+        opt['pruning']['granularity'] = granularity
     return opt
 
 

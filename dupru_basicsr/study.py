@@ -34,14 +34,15 @@ PRESETS = {
     'cpu-small': dict(num_feat=16, num_block=2, gt_size=48, batch=8, rounds=5, iters=300, lr=1e-3,
                       sparsities=(0.90, 0.95), seeds=(0, 1), extra_seeds=(2, )),
     # MSRResNet with MSRResNet's proportions (32 features, 16 blocks: the body is 77.4 % of the weights) on 2 cores
+    # (blocks: the whole-network rows also pruned in 1 x N output-channel blocks, block_recipes)
     'cpu-medium': dict(num_feat=32, num_block=16, gt_size=48, batch=8, rounds=5, iters=500, lr=4e-4,
-                       sparsities=(0.90, 0.95), seeds=(0, 1), extra_seeds=(2, )),
+                       sparsities=(0.90, 0.95), seeds=(0, 1), extra_seeds=(2, ), blocks=(4, )),
     # a few minutes, for checking the pipeline
     'smoke': dict(num_feat=8, num_block=1, gt_size=32, batch=2, rounds=2, iters=4, lr=1e-3, sparsities=(0.5, 0.75),
                   seeds=(0, ), extra_seeds=(1, )),
     # full MSRResNet on a GPU (DIV2K-style data)
     'gpu': dict(num_feat=64, num_block=16, gt_size=128, batch=16, rounds=5, iters=20000, lr=2e-4,
-                sparsities=(0.90, 0.95), seeds=(0, 1), extra_seeds=(2, )),
+                sparsities=(0.90, 0.95), seeds=(0, 1), extra_seeds=(2, ), blocks=(4, )),
 }
 STOCK_TXE = ('stock_TxE_restart', 'stock_TxE_cosine')
 TARGET_DB = 0.05  # the issue's target: within 0.05 dB Y-PSNR of the better stock baseline on every dataset
@@ -70,9 +71,22 @@ def recipes(preset, finetune=None):
         runs += [(f'dupru_gradual_whole_{tag}', 'dupru', dict(gradual=gradual, targets='whole')),
                  (f'dupru_gradual_whole-global_{tag}', 'dupru', dict(gradual=gradual, targets='whole', scope='global')),
                  (f'imp_gradual_whole_{tag}', 'imp', dict(gradual=gradual, targets='whole'))]
+        runs += block_recipes(preset, tag, dict(gradual=gradual))
         for rewind in ('lr', 'init'):
             for method in ('dupru', 'upru'):
                 runs.append((f'{method}_{rewind}_{tag}', method, dict(rewind=rewind, rate=rate)))
+    return runs
+
+
+def block_recipes(preset, tag, gradual):
+    """The whole-network gradual DUPru rows (layer and global scope) pruned in blocks of N output channels
+    (`granularity: oc_block<N>`, MNN's fast sparse kernel) for every N of the preset's `blocks`: labelled
+    `dupru_gradual_whole-1x<N>_<tag>` and `dupru_gradual_whole-global-1x<N>_<tag>`, beside the element-wise rows."""
+    runs = []
+    for block in preset.get('blocks', ()):
+        common = dict(gradual, targets='whole', granularity=f'oc_block{block}')
+        runs += [(f'dupru_gradual_whole-1x{block}_{tag}', 'dupru', common),
+                 (f'dupru_gradual_whole-global-1x{block}_{tag}', 'dupru', dict(common, scope='global'))]
     return runs
 
 
@@ -95,6 +109,7 @@ def finetune_recipes(preset, finetune):
                  (f'dupru_gradual_whole-global_{tag}', 'dupru', dict(gradual, targets='whole', scope='global')),
                  (f'imp_gradual_whole_{tag}', 'imp', dict(gradual, targets='whole')),
                  (f'dupru_gradual_{tag}', 'dupru', gradual)]
+        runs += block_recipes(preset, tag, gradual)
     return runs
 
 

@@ -36,6 +36,8 @@ def test_every_recipe_has_the_same_budget_and_its_target_sparsity(name):
     for tag in ('90', '95'):
         assert {f'{r}_{tag}' for r in ('dupru_gradual', 'imp_gradual', 'dupru_lr', 'upru_lr', 'dupru_init',
                                        'upru_init')} <= set(labels)
+        blocks = {f'dupru_gradual_whole-1x4_{tag}', f'dupru_gradual_whole-global-1x4_{tag}'}
+        assert (blocks <= set(labels)) == (name == 'cpu-medium'), name  # the 1x4 rows beside the element-wise ones
     for label, method, kwargs in runs:
         opt = make_options(method, DATA, preset, label, 0, **kwargs)
         sched = opt['train']['scheduler']
@@ -52,6 +54,8 @@ def test_every_recipe_has_the_same_budget_and_its_target_sparsity(name):
             continue
         target = int(label.rsplit('_', 1)[1]) / 100
         assert pruning['method'] == label.split('_')[0]
+        block = label.split('-1x')[1].split('_')[0] if '-1x' in label else None
+        assert pruning.get('granularity', 'element') == (f'oc_block{block}' if block else 'element'), label
         if 'gradual' in label:
             assert pruning['final_sparsity'] == target and pruning['rewind'] == 'none'
         else:
