@@ -159,7 +159,8 @@ MEASURED_ON = 'measured on: '
 # vs AVX2, same seed), and at least 2 units of the last printed digit. PSNR in dB (RGB and Y), SSIM, body sparsity in
 # percentage points, non-zero parameters as a count.
 CHECK_TOLERANCE = {
-    'tiny': dict(psnr=0.0002, ssim=0.0002, sparsity=0.02, nonzero=2),
+    'tiny': dict(psnr=0.0002, ssim=0.0002, sparsity=0.02, nonzero=2),  # kernels alone: <= 0.0001 dB, SSIM 0
+    'cpu': dict(psnr=0.36, ssim=0.0096, sparsity=0.02, nonzero=2),  # kernels alone: <= 0.179 dB, SSIM 0.0048
 }
 COLUMNS = (('PSNR-RGB', 'psnr'), ('SSIM-RGB', 'ssim'), ('PSNR-Y', 'psnr'), ('SSIM-Y', 'ssim'),
            ('body sparsity', 'sparsity'), ('non-zero params', 'nonzero'))
