@@ -77,3 +77,18 @@ def test_the_best_measured_recipe_ships_at_full_size():
     assert cfg.gradual == gradual_schedule(opt['train']['total_iter'], 0.9)
     assert opt['train']['scheduler']['periods'] == [opt['train']['total_iter']]
     assert cfg.resolve_targets('MSRResNet') == ['body.*.weight', 'upconv1.weight', 'upconv2.weight', 'conv_hr.weight']
+
+
+def test_the_speed_recipe_is_the_best_recipe_in_1x4_blocks():
+    """train_MSRResNet_x4_DUPru_gradual_whole_1x4.yml differs from the best measured recipe only in its name and in
+    pruning.granularity: oc_block4 (what `dupru-export --mnn-block 4` stores for MNN's fast kernel)."""
+    folder = osp.join(REPO, 'options', 'train')
+    with open(osp.join(folder, 'train_MSRResNet_x4_DUPru_gradual_whole.yml')) as f:
+        best = yaml.safe_load(f)
+    with open(osp.join(folder, 'train_MSRResNet_x4_DUPru_gradual_whole_1x4.yml')) as f:
+        fast = yaml.safe_load(f)
+    assert fast['pruning'].pop('granularity') == 'oc_block4'
+    assert fast.pop('name') != best.pop('name')
+    assert fast == best
+    fast['pruning']['granularity'] = 'oc_block4'
+    assert check_pruning_options(dict(fast, name='x')).granularity == 'oc_block4'
