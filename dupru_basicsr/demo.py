@@ -388,6 +388,9 @@ def main(argv=None):
             if args.prepare_only:
                 raise DemoError('--prepare-only trains nothing: it prints no table to check or update.')
             table_block(quoted_file)  # the file and its markers, before any training
+        from dupru_basicsr.plugin.training_values import MAX_SEED
+        if not 0 <= args.seed <= MAX_SEED:
+            raise DemoError(f'--seed {args.seed}: give an integer from 0 to {MAX_SEED} (BasicSR seeds numpy with it).')
         if args.check and quoted_seed(args.check) not in (None, args.seed):
             raise DemoError(f'--check {args.check}: the table there is seed {quoted_seed(args.check)}\'s; pass '
                             f'--seed {quoted_seed(args.check)} to check it.')

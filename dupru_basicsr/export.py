@@ -20,8 +20,8 @@ import torch
 from dupru_basicsr.weights.arch import ArchError, infer_msrresnet_arch
 from dupru_basicsr.weights.compressed import (NETWORK_KEYS, CompressedFormatError, is_compressed, pack_checkpoint,
                                               unpack_checkpoint)
-from dupru_basicsr.weights.io import (atomic_save, load_checkpoint, non_finite_entry, odd_state_entry, state_problem,
-                                      strip_module_prefix)
+from dupru_basicsr.weights.io import (atomic_save, load_checkpoint, load_failure, non_finite_entry, odd_state_entry,
+                                      state_problem, strip_module_prefix)
 
 
 class ExportError(ValueError):
@@ -61,8 +61,8 @@ def _load(path):
         return load_checkpoint(path)
     except RuntimeError as e:  # truncated, bad CRC, not a torch file: say which file and why
         cause = e.__cause__ or e
-        raise ExportError(f'Cannot read {path} ({type(cause).__name__}: {cause}); the file is truncated or not a '
-                          'PyTorch checkpoint.') from None
+        raise ExportError(f'Cannot read {path} ({type(cause).__name__}: {load_failure(cause)}); the file is '
+                          'truncated or not a PyTorch checkpoint.') from None
 
 
 def _unpack(data, path):
@@ -83,10 +83,25 @@ def _dense_checkpoint(path):
     return _unpack(data, path) if is_compressed(data) else data
 
 
+def network_state(ckpt, path, param_key):
+    """The state dict under `param_key` of the loaded checkpoint `ckpt` (file `path`), falling back to `params` as
+    BasicSR's load_network does; ExportError naming the file and what it holds instead (state_problem)."""
+    if not isinstance(ckpt, dict) or not any(k in ckpt for k in (param_key, 'params')):
+        found = f'keys {list(ckpt)[:8]}' if isinstance(ckpt, dict) else f'a {type(ckpt).__name__}'
+        raise ExportError(f'{path} has no usable "{param_key}" / "params" state dict (it holds {found}): pass a '
+                          'BasicSR network checkpoint (experiments/<name>/models/net_g_*.pth) or a file written by '
+                          'dupru-export.')
+    key = param_key if param_key in ckpt else 'params'
+    problem = state_problem(ckpt[key])
+    if problem is not None:
+        raise ExportError(f'{path}: its "{key}" {problem}; pass a BasicSR network checkpoint '
+                          '(experiments/<name>/models/net_g_*.pth) or a file written by dupru-export.')
+    return ckpt[key]
+
+
 def load_into(network, path, param_key='params'):
     """Load a compressed (or ordinary) checkpoint into `network` strictly, with a clear error on a mismatch."""
-    ckpt = _dense_checkpoint(path)
-    state = ckpt.get(param_key) or ckpt.get('params')
+    state = strip_module_prefix(network_state(_dense_checkpoint(path), path, param_key))
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -100,19 +115,7 @@ def build_network(checkpoint, arch_opt=None, param_key='params_ema', option='--a
     network_g section of the option file `arch_opt`, or an MSRResNet whose sizes are read from the weights.
     Returns (network, its network_g options); ExportError names the file and the fix. `option` is the flag the
     messages name for `arch_opt`."""
-    ckpt = _dense_checkpoint(checkpoint)
-    if not isinstance(ckpt, dict) or not any(k in ckpt for k in (param_key, 'params')):
-        found = f'keys {list(ckpt)[:8]}' if isinstance(ckpt, dict) else f'a {type(ckpt).__name__}'
-        raise ExportError(f'{checkpoint} has no usable "{param_key}" / "params" state dict (it holds {found}): pass '
-                          'a BasicSR network checkpoint (experiments/<name>/models/net_g_*.pth) or a file written by '
-                          'dupru-export.')
-    key = param_key if param_key in ckpt else 'params'  # BasicSR's load_network falls back the same way
-    state = ckpt[key]
-    problem = state_problem(state)
-    if problem is not None:
-        raise ExportError(f'{checkpoint}: its "{key}" {problem}; pass a BasicSR network checkpoint '
-                          '(experiments/<name>/models/net_g_*.pth) or a file written by dupru-export.')
-    state = strip_module_prefix(state)
+    state = strip_module_prefix(network_state(_dense_checkpoint(checkpoint), checkpoint, param_key))
     if arch_opt:
         import yaml
         try:

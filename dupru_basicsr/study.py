@@ -378,6 +378,11 @@ def _seed_lists(preset, seeds, extra_seeds):
     if not seeds or set(seeds) & set(extra_seeds):
         raise StudyError(f'--seeds {list(seeds)} / --extra-seeds {list(extra_seeds)}: give at least one seed, and '
                          'extra seeds that are not among the seeds.')
+    from dupru_basicsr.plugin.training_values import MAX_SEED
+    odd = [seed for seed in seeds + extra_seeds if not 0 <= seed <= MAX_SEED]
+    if odd:
+        raise StudyError(f'--seeds / --extra-seeds {odd[0]}: a seed is an integer from 0 to {MAX_SEED} (BasicSR '
+                         'seeds numpy with it).')
     return seeds, extra_seeds
 
 

@@ -145,3 +145,23 @@ def test_a_dupru_state_resumed_by_another_model_is_refused(tmp_path):
                     'back. Resume it with model_type: DUPruModel and its pruning: section, or start a new stock run '
                     'from its weights (path.pretrain_network_g: a net_g_*.pth of that run, under another name).')
     assert snapshot_tree(tmp_path) == before
+
+
+@pytest.mark.parametrize('module, args, message', [
+    ('demo', ['--seed', '-1', '--budget', 'tiny', '--out', 'd'],
+     '--seed -1: give an integer from 0 to 4294967295 (BasicSR seeds numpy with it).'),
+    ('study', ['--preset', 'smoke', '--seeds', '0', '4294967296', '--out', 's', '--train-hr', '.', '--data-root', '.'],
+     '--seeds / --extra-seeds 4294967296: a seed is an integer from 0 to 4294967295 (BasicSR seeds numpy with it).'),
+    ('upscale', ['--model', 'garbage.pth', '-i', 'img.png', '-o', 'o'],
+     'Cannot read garbage.pth (UnpicklingError: it holds what a weights-only load refuses: Unsupported operand 103); '
+     'the file is truncated or not a PyTorch checkpoint.'),
+    ('compare', ['garbage.pth', '--dataset-dirs', 'v=.:.'], 'Cannot read checkpoint garbage.pth: UnpicklingError: it '
+     'holds what a weights-only load refuses: Unsupported operand 103'),
+])
+def test_seeds_of_the_commands_and_an_unreadable_checkpoint_are_one_line(tmp_path, module, args, message):
+    (tmp_path / 'garbage.pth').write_bytes(b'garbage')
+    (tmp_path / 'img.png').write_bytes(b'')
+    before = snapshot_tree(tmp_path)
+    line = _refused(_cli(module, args, tmp_path), f'dupru-{module}')
+    assert line == f'dupru-{module}: error: {message}'
+    assert snapshot_tree(tmp_path) == before

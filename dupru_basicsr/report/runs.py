@@ -11,7 +11,7 @@ import yaml
 
 from dupru_basicsr.report import CompareError
 from dupru_basicsr.weights.arch import ArchError, infer_msrresnet_arch
-from dupru_basicsr.weights.io import load_checkpoint, state_problem, strip_module_prefix
+from dupru_basicsr.weights.io import load_checkpoint, load_failure, state_problem, strip_module_prefix
 
 
 _ITER_CKPT_RE = re.compile(r'^net_g_(\d+)\.pth$')
@@ -46,7 +46,7 @@ def read_checkpoint(path):
         return load_checkpoint(path)
     except Exception as e:  # noqa: BLE001 - any unreadable file is a user-facing error
         cause = e.__cause__ or e
-        raise CompareError(f'Cannot read checkpoint {path}: {type(cause).__name__}: {cause}') from e
+        raise CompareError(f'Cannot read checkpoint {path}: {type(cause).__name__}: {load_failure(cause)}') from e
 
 
 def _read_yaml(path):

@@ -146,6 +146,6 @@ def load_failure(error):
     text = ' '.join(str(error).split())
     if 'WeightsUnpickler error:' in text:
         text = text.split('WeightsUnpickler error:', 1)[1].strip()
-        text = re.split(r'\. (Please use|Check the documentation|Please file an issue)', text)[0]
+        text = re.split(r'\.? (Please use|Check the documentation|Please file an issue)', text)[0]
         return 'it holds what a weights-only load refuses: ' + text.rstrip('. ')[:200]
     return text[:300]
